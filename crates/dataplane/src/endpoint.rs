@@ -1,0 +1,350 @@
+//! A pod's endpoint: the veth pair, its addresses and routes, for the bridge and routed dataplanes.
+//! `setup` undoes its own work when a step fails; `teardown` is idempotent; `check` lists drift.
+
+use crate::netlink::{format_mac, Link, NlError, Netlink, VethSpec};
+use crate::netns::{NetNs, NetNsError};
+use crate::sysctl;
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Routed dataplane: the pod's IPv4 gateway, answered by the host veth (proxy ARP, as Calico does).
+pub const ROUTED_GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// Every routed host veth gets this MAC, so the IPv6 gateway is the link-local address derived from it.
+pub const ROUTED_HOST_MAC: [u8; 6] = [0xee; 6];
+/// fe80::ecee:eeff:feee:eeee, the EUI-64 link-local address of [`ROUTED_HOST_MAC`].
+pub const ROUTED_GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0xecee, 0xeeff, 0xfeee, 0xeeee);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Pods on a per-node bridge that holds one gateway address per block.
+    Bridge { bridge: String, hairpin: bool },
+    /// No bridge: /32 (/128) host routes to each pod's veth and a link-local gateway.
+    Routed,
+}
+
+/// An address for the pod's interface. In bridge mode `gateway` lies inside `address`'s subnet
+/// and is put on the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodAddress {
+    pub address: IpNet,
+    pub gateway: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointSpec {
+    pub mode: Mode,
+    pub host_veth: String,
+    pub ifname: String,
+    pub mtu: u32,
+    pub addresses: Vec<PodAddress>,
+}
+
+/// What `setup` built, for the CNI result and the endpoint record.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host_veth: String,
+    pub host_mac: String,
+    pub pod_mac: String,
+    pub bridge: Option<(String, String)>,
+    /// Routes in the pod: (destination, gateway).
+    pub pod_routes: Vec<(IpNet, IpAddr)>,
+    /// The pod's gateway per family.
+    pub gateways: Vec<IpAddr>,
+}
+
+#[derive(Debug)]
+pub enum DataplaneError {
+    Netns(NetNsError),
+    Netlink(NlError),
+    Sysctl(String, std::io::Error),
+    /// The pod already has an interface of that name.
+    IfnameTaken(String),
+    Invalid(String),
+}
+
+impl fmt::Display for DataplaneError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataplaneError::Netns(e) => e.fmt(f),
+            DataplaneError::Netlink(e) => e.fmt(f),
+            DataplaneError::Sysctl(k, e) => write!(f, "setting sysctl {k}: {e}"),
+            DataplaneError::IfnameTaken(n) => write!(f, "the pod already has an interface named {n}; pick another CNI_IFNAME or DEL the old attachment"),
+            DataplaneError::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+impl std::error::Error for DataplaneError {}
+
+impl From<NlError> for DataplaneError {
+    fn from(e: NlError) -> Self {
+        DataplaneError::Netlink(e)
+    }
+}
+impl From<NetNsError> for DataplaneError {
+    fn from(e: NetNsError) -> Self {
+        DataplaneError::Netns(e)
+    }
+}
+
+type Result<T> = std::result::Result<T, DataplaneError>;
+
+fn set(key: String, value: &str) -> Result<()> {
+    sysctl::ensure(&key, value).map_err(|e| DataplaneError::Sysctl(key, e))
+}
+
+/// The host end's name: `pn` + 12 hex digits of SHA-256(containerID:ifname), stable across calls
+/// so DEL finds it without state, and at most 15 bytes.
+pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    let digest = Sha256::digest(format!("{container_id}:{ifname}").as_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("pn{hex}")
+}
+
+/// A stable, locally administered unicast MAC for a bridge, derived from its name.
+pub fn bridge_mac(name: &str) -> [u8; 6] {
+    let d = Sha256::digest(format!("podnet-bridge:{name}").as_bytes());
+    [(d[0] & 0xfe) | 0x02, d[1], d[2], d[3], d[4], d[5]]
+}
+
+/// The node's uplink MTU: the link of the default route, else 1500.
+pub fn uplink_mtu(nl: &mut Netlink) -> Result<u32> {
+    for v4 in [true, false] {
+        if let Some(oif) = nl.routes(v4)?.into_iter().find(|r| r.dst.prefix_len() == 0).and_then(|r| r.oif) {
+            if let Some(l) = nl.links()?.into_iter().find(|l| l.index == oif) {
+                return Ok(l.mtu);
+            }
+        }
+    }
+    Ok(1500)
+}
+
+fn open_in(netns: &NetNs) -> Result<Netlink> {
+    netns
+        .run(Netlink::open)
+        .and_then(|r| r)
+        .map_err(|e| DataplaneError::Invalid(format!("opening netlink in {}: {e}", netns.path().display())))
+}
+
+fn ensure_bridge(nl: &mut Netlink, name: &str, mtu: u32) -> Result<Link> {
+    if let Some(l) = nl.link_by_name(name)? {
+        if l.kind.as_deref() != Some("bridge") {
+            return Err(DataplaneError::Invalid(format!("{name} exists and is not a bridge; set \"bridge\" to another name")));
+        }
+        if !l.up {
+            nl.set_link_up(l.index)?;
+        }
+        return Ok(l);
+    }
+    match nl.create_bridge(name, bridge_mac(name), Some(mtu)) {
+        Ok(()) => {}
+        Err(e) if e.is_exists() => {} // a concurrent ADD made it first
+        Err(e) => return Err(e.into()),
+    }
+    nl.link_by_name(name)?.ok_or_else(|| DataplaneError::Invalid(format!("bridge {name} vanished after creation")))
+}
+
+fn enable_forwarding(addresses: &[PodAddress]) -> Result<()> {
+    if addresses.iter().any(|a| a.address.addr().is_ipv4()) {
+        set("net/ipv4/ip_forward".into(), "1")?;
+    }
+    if addresses.iter().any(|a| a.address.addr().is_ipv6()) {
+        set("net/ipv6/conf/all/forwarding".into(), "1")?;
+    }
+    Ok(())
+}
+
+/// Build the endpoint. On any failure the veth (and with it the pod's interface) is removed again.
+pub fn setup(nl: &mut Netlink, netns: &NetNs, spec: &EndpointSpec) -> Result<Endpoint> {
+    if spec.addresses.is_empty() {
+        return Err(DataplaneError::Invalid("no address to configure".into()));
+    }
+    let mut pod_nl = open_in(netns)?;
+    if pod_nl.link_by_name(&spec.ifname)?.is_some() {
+        return Err(DataplaneError::IfnameTaken(spec.ifname.clone()));
+    }
+    enable_forwarding(&spec.addresses)?;
+    let bridge = match &spec.mode {
+        Mode::Bridge { bridge, .. } => {
+            let br = ensure_bridge(nl, bridge, spec.mtu)?;
+            for a in &spec.addresses {
+                let gw = a.gateway.ok_or_else(|| DataplaneError::Invalid(format!("address {} has no gateway for the bridge", a.address)))?;
+                let gw_net = IpNet::new(gw, a.address.prefix_len()).expect("prefix fits");
+                nl.add_address(br.index, gw_net, true)?;
+            }
+            Some(br)
+        }
+        Mode::Routed => None,
+    };
+    nl.create_veth(&VethSpec {
+        host_name: spec.host_veth.clone(),
+        host_mac: matches!(spec.mode, Mode::Routed).then_some(ROUTED_HOST_MAC),
+        master: bridge.as_ref().map(|b| b.index),
+        peer_name: spec.ifname.clone(),
+        peer_netns_fd: netns.fd(),
+        mtu: spec.mtu,
+    })
+    .map_err(|e| if e.is_exists() { DataplaneError::Invalid(format!("{e}: a link of that name exists; DEL the old attachment first")) } else { e.into() })?;
+    match configure(nl, &mut pod_nl, spec, bridge.as_ref()) {
+        Ok(ep) => Ok(ep),
+        Err(e) => {
+            let _ = nl.delete_link(&spec.host_veth);
+            Err(e)
+        }
+    }
+}
+
+fn configure(nl: &mut Netlink, pod_nl: &mut Netlink, spec: &EndpointSpec, bridge: Option<&Link>) -> Result<Endpoint> {
+    let host = nl.link_by_name(&spec.host_veth)?.ok_or_else(|| DataplaneError::Invalid(format!("veth {} vanished", spec.host_veth)))?;
+    let pod = pod_nl.link_by_name(&spec.ifname)?.ok_or_else(|| DataplaneError::Invalid(format!("{} did not appear in the pod", spec.ifname)))?;
+    pod_nl.set_link_up(pod.index)?;
+    let mut pod_routes = Vec::new();
+    let mut gateways = Vec::new();
+    match &spec.mode {
+        Mode::Bridge { hairpin, .. } => {
+            if *hairpin {
+                nl.set_hairpin(host.index, true)?;
+            }
+            for a in &spec.addresses {
+                pod_nl.add_address(pod.index, a.address, false)?;
+            }
+            for a in &spec.addresses {
+                let gw = a.gateway.expect("checked in setup");
+                let default = default_route(gw);
+                pod_nl.add_route(default, Some(gw), pod.index)?;
+                pod_routes.push((default, gw));
+                gateways.push(gw);
+            }
+        }
+        Mode::Routed => {
+            let veth = &spec.host_veth;
+            if spec.addresses.iter().any(|a| a.address.addr().is_ipv4()) {
+                // Answer ARP for the link-local gateway (and anything else) at once: the
+                // default proxy_delay holds the first reply back up to 0.8 s.
+                set(format!("net/ipv4/conf/{veth}/proxy_arp"), "1")?;
+                set(format!("net/ipv4/neigh/{veth}/proxy_delay"), "0")?;
+            }
+            for a in &spec.addresses {
+                let host_route = IpNet::new(a.address.addr(), a.address.max_prefix_len()).expect("host prefix");
+                nl.add_route(host_route, None, host.index)?;
+                pod_nl.add_address(pod.index, host_route, false)?;
+            }
+            for v4 in [true, false] {
+                if !spec.addresses.iter().any(|a| a.address.addr().is_ipv4() == v4) {
+                    continue;
+                }
+                let gw: IpAddr = if v4 { ROUTED_GATEWAY_V4.into() } else { ROUTED_GATEWAY_V6.into() };
+                if v4 {
+                    pod_nl.add_route(IpNet::new(gw, 32).expect("host prefix"), None, pod.index)?;
+                }
+                // A permanent neighbour entry: the pod never waits on ARP/NDP for its gateway, and
+                // the path works even where proxy ARP would find no route to answer for.
+                pod_nl.add_permanent_neighbour(pod.index, gw, ROUTED_HOST_MAC)?;
+                let default = default_route(gw);
+                pod_nl.add_route(default, Some(gw), pod.index)?;
+                pod_routes.push((default, gw));
+                gateways.push(gw);
+            }
+        }
+    }
+    Ok(Endpoint {
+        host_veth: spec.host_veth.clone(),
+        host_mac: host.mac.map(|m| format_mac(&m)).unwrap_or_default(),
+        pod_mac: pod.mac.map(|m| format_mac(&m)).unwrap_or_default(),
+        bridge: bridge.map(|b| (b.name.clone(), b.mac.map(|m| format_mac(&m)).unwrap_or_default())),
+        pod_routes,
+        gateways,
+    })
+}
+
+fn default_route(gw: IpAddr) -> IpNet {
+    if gw.is_ipv4() { "0.0.0.0/0".parse().expect("literal") } else { "::/0".parse().expect("literal") }
+}
+
+/// Remove the endpoint: deleting the host end removes the pod end, and its host routes, with it.
+/// Returns whether anything was there.
+pub fn teardown(nl: &mut Netlink, host_veth: &str) -> Result<bool> {
+    Ok(nl.delete_link(host_veth)?)
+}
+
+/// Compare the kernel with what `spec` set up; each difference is one line.
+pub fn check(nl: &mut Netlink, netns: &NetNs, spec: &EndpointSpec) -> Result<Vec<String>> {
+    let mut drift = Vec::new();
+    let host = nl.link_by_name(&spec.host_veth)?;
+    match (&host, &spec.mode) {
+        (None, _) => drift.push(format!("host veth {} is missing", spec.host_veth)),
+        (Some(h), Mode::Bridge { bridge, .. }) => {
+            let br = nl.link_by_name(bridge)?;
+            match br {
+                None => drift.push(format!("bridge {bridge} is missing")),
+                Some(b) if h.master != Some(b.index) => drift.push(format!("host veth {} is not attached to bridge {bridge}", spec.host_veth)),
+                Some(b) => {
+                    let have = nl.addresses(b.index)?;
+                    for a in &spec.addresses {
+                        if let Some(gw) = a.gateway {
+                            if !have.iter().any(|n| n.addr() == gw) {
+                                drift.push(format!("bridge {bridge} lacks gateway address {gw}"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (Some(h), Mode::Routed) => {
+            for v4 in [true, false] {
+                let routes = nl.routes(v4)?;
+                for a in spec.addresses.iter().filter(|a| a.address.addr().is_ipv4() == v4) {
+                    let want = IpNet::new(a.address.addr(), a.address.max_prefix_len()).expect("host prefix");
+                    if !routes.iter().any(|r| r.dst == want && r.oif == Some(h.index)) {
+                        drift.push(format!("host route {want} dev {} is missing", spec.host_veth));
+                    }
+                }
+            }
+        }
+    }
+    let mut pod_nl = open_in(netns)?;
+    let Some(pod) = pod_nl.link_by_name(&spec.ifname)? else {
+        drift.push(format!("interface {} is missing in the pod", spec.ifname));
+        return Ok(drift);
+    };
+    let have = pod_nl.addresses(pod.index)?;
+    for a in &spec.addresses {
+        let want = match spec.mode {
+            Mode::Bridge { .. } => a.address,
+            Mode::Routed => IpNet::new(a.address.addr(), a.address.max_prefix_len()).expect("host prefix"),
+        };
+        if !have.contains(&want) {
+            drift.push(format!("address {want} is missing on {} in the pod", spec.ifname));
+        }
+    }
+    for v4 in [true, false] {
+        if !spec.addresses.iter().any(|a| a.address.addr().is_ipv4() == v4) {
+            continue;
+        }
+        let routes = pod_nl.routes(v4)?;
+        if !routes.iter().any(|r| r.dst.prefix_len() == 0 && r.oif == Some(pod.index)) {
+            drift.push(format!("the pod's IPv{} default route via {} is missing", if v4 { 4 } else { 6 }, spec.ifname));
+        }
+    }
+    Ok(drift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_veth_names_are_short_stable_and_distinct() {
+        let a = host_veth_name("abc", "eth0");
+        assert_eq!(a, host_veth_name("abc", "eth0"));
+        assert_ne!(a, host_veth_name("abc", "eth1"));
+        assert_eq!(a.len(), 14);
+        assert!(a.starts_with("pn"));
+    }
+
+    #[test]
+    fn routed_v6_gateway_is_the_eui64_of_the_host_mac() {
+        assert_eq!(ROUTED_GATEWAY_V6.to_string(), "fe80::ecee:eeff:feee:eeee");
+    }
+}

@@ -1,0 +1,11 @@
+//! Kernel work for podnet: network namespaces, a synchronous rtnetlink client, sysctls, and the
+//! bridge and routed endpoint builders. Nothing here knows about CNI or IPAM.
+
+pub mod endpoint;
+pub mod netlink;
+pub mod netns;
+pub mod sysctl;
+
+pub use endpoint::{host_veth_name, DataplaneError, Endpoint, EndpointSpec, Mode, PodAddress};
+pub use netlink::Netlink;
+pub use netns::{NetNs, NetNsError};

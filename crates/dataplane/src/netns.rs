@@ -1,0 +1,74 @@
+//! Network namespaces: open one by path (refusing anything that is not a network namespace) and
+//! run code inside it on the current thread, always switching back.
+
+use nix::sched::{setns, CloneFlags};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+
+pub struct NetNs {
+    file: File,
+    path: PathBuf,
+}
+
+// NS_GET_NSTYPE = _IO(0xb7, 0x3): the kernel tells which kind of namespace an fd refers to.
+nix::ioctl_none!(ns_get_nstype, 0xb7, 0x3);
+
+#[derive(Debug)]
+pub enum NetNsError {
+    /// The path does not exist (the pod is gone).
+    Missing(PathBuf),
+    /// The path exists but is not a network namespace (a regular file, a symlink into state, a pid ns...).
+    NotNetns(PathBuf),
+    Io(PathBuf, std::io::Error),
+}
+
+impl std::fmt::Display for NetNsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetNsError::Missing(p) => write!(f, "network namespace {} does not exist", p.display()),
+            NetNsError::NotNetns(p) => write!(f, "{} is not a network namespace", p.display()),
+            NetNsError::Io(p, e) => write!(f, "opening network namespace {}: {e}", p.display()),
+        }
+    }
+}
+impl std::error::Error for NetNsError {}
+
+impl NetNs {
+    pub fn open(path: &Path) -> Result<NetNs, NetNsError> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(NetNsError::Missing(path.to_path_buf())),
+            Err(e) => return Err(NetNsError::Io(path.to_path_buf(), e)),
+        };
+        // SAFETY: the ioctl takes no argument and only reads the fd's namespace type.
+        let kind = unsafe { ns_get_nstype(file.as_raw_fd()) };
+        match kind {
+            Ok(k) if k == libc::CLONE_NEWNET => Ok(NetNs { file, path: path.to_path_buf() }),
+            _ => Err(NetNsError::NotNetns(path.to_path_buf())),
+        }
+    }
+
+    /// The calling thread's own network namespace.
+    pub fn current() -> Result<NetNs, NetNsError> {
+        Self::open(Path::new("/proc/thread-self/ns/net"))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// Run `f` with the current thread inside this namespace, then return to where it was.
+    /// Netlink sockets opened inside stay bound to this namespace after the switch back.
+    pub fn run<T>(&self, f: impl FnOnce() -> T) -> std::io::Result<T> {
+        let home = File::open("/proc/thread-self/ns/net")?;
+        setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+        let out = f();
+        // Failing to return would leave every later step acting on the pod's namespace.
+        setns(home.as_fd(), CloneFlags::CLONE_NEWNET).expect("returning to the node's network namespace");
+        Ok(out)
+    }
+}

@@ -1,0 +1,371 @@
+//! The `ipam` object of a network config, validated: every error names the field and what is allowed.
+
+use crate::addr::{bounds, from_u128, max_prefix, to_u128};
+use crate::allocator::{Reservation, Span};
+use crate::error::IpamError;
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/podnet";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Overlay,
+    Range,
+    Vnet,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoolConfig {
+    pub name: String,
+    pub cidr: IpNet,
+    #[serde(default)]
+    pub block_size: Option<u8>,
+    #[serde(default = "default_source")]
+    pub source: Source,
+    #[serde(default)]
+    pub range_start: Option<IpAddr>,
+    #[serde(default)]
+    pub range_end: Option<IpAddr>,
+    #[serde(default)]
+    pub gateway: Option<IpAddr>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub nat_outgoing: bool,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub allow_borrowing: bool,
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub inventory_url: Option<String>,
+    #[serde(default)]
+    pub inventory_file: Option<PathBuf>,
+    #[serde(default)]
+    pub interface_mac: Option<String>,
+    #[serde(default)]
+    pub refresh_seconds: Option<u64>,
+}
+
+fn default_source() -> Source {
+    Source::Overlay
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(rename = "type", default = "default_store_type")]
+    pub kind: String,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    // etcd keys are accepted so a config written for the cluster store parses; see `validate`.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default, rename = "timeoutMs")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub tls: Option<Value>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default, rename = "passwordFile")]
+    pub password_file: Option<PathBuf>,
+}
+
+fn default_store_type() -> String {
+    "local".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawIpam {
+    #[serde(rename = "type")]
+    _kind: Option<String>,
+    node: Option<String>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    store: Option<StoreConfig>,
+    #[serde(default)]
+    pools: Option<Vec<PoolConfig>>,
+}
+
+/// A pool after validation, with its block size and reserved addresses resolved.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub cfg: PoolConfig,
+    pub block_len: u8,
+    /// `exclude[]` parsed (range source).
+    pub exclude: Vec<IpNet>,
+}
+
+impl Pool {
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+    pub fn cidr(&self) -> IpNet {
+        self.cfg.cidr
+    }
+    pub fn is_v4(&self) -> bool {
+        self.cfg.cidr.addr().is_ipv4()
+    }
+    pub fn serves_namespace(&self, ns: Option<&str>) -> bool {
+        self.cfg.namespaces.is_empty() || ns.is_some_and(|ns| self.cfg.namespaces.iter().any(|n| n == ns))
+    }
+
+    /// A `range` pool's span: `rangeStart`..`rangeEnd`, never its network, broadcast or gateway.
+    pub fn range_span(&self, reservation: Reservation) -> Span {
+        let net = self.cfg.cidr;
+        let v4 = self.is_v4();
+        let (lo, hi) = bounds(net);
+        let gateway = self.range_gateway();
+        let mut reserved: Vec<IpNet> = vec![host(net.network()), host(gateway)];
+        if v4 {
+            reserved.push(host(net.broadcast()));
+        }
+        reserved.extend(self.exclude.iter().copied());
+        let first = self.cfg.range_start.unwrap_or(from_u128(lo, v4));
+        let last = self.cfg.range_end.unwrap_or(from_u128(hi, v4));
+        let (pod_prefix_len, gw) = match reservation {
+            Reservation::GatewayPerBlock => (net.prefix_len(), Some(gateway)),
+            Reservation::None => (max_prefix(v4), None),
+        };
+        Span { subnet: net, first, last, reserved, gateway: gw, pod_prefix_len }
+    }
+
+    /// The range gateway: configured, else the first address after the network address.
+    pub fn range_gateway(&self) -> IpAddr {
+        let net = self.cfg.cidr;
+        self.cfg.gateway.unwrap_or_else(|| from_u128(to_u128(net.network()) + 1, self.is_v4()))
+    }
+}
+
+fn host(ip: IpAddr) -> IpNet {
+    IpNet::new(ip, max_prefix(ip.is_ipv4())).expect("host prefix")
+}
+
+#[derive(Debug, Clone)]
+pub struct IpamConfig {
+    pub node: String,
+    pub data_dir: PathBuf,
+    pub store: StoreConfig,
+    pub pools: Vec<Pool>,
+}
+
+impl IpamConfig {
+    /// Parse the `ipam` object. `plugin_data_dir` is the calling plugin's `dataDir`, used when the
+    /// object sets none.
+    pub fn parse(ipam: &Value, plugin_data_dir: Option<&Path>) -> Result<IpamConfig, IpamError> {
+        // serde_path_to_error names the offending key, e.g. "ipam.pools[0].cidr: invalid IP address syntax".
+        let raw: RawIpam = serde_path_to_error::deserialize(ipam.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            let at = if path == "." { String::new() } else { format!(".{path}") };
+            IpamError::Config(format!("ipam{at}: {}", e.inner()))
+        })?;
+        let node = match raw.node {
+            Some(n) => n,
+            None => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .ok_or_else(|| IpamError::Config("ipam.node is not set and the host name cannot be read".into()))?,
+        };
+        if node.is_empty() || node.len() > 253 || node.contains(['/', '\0']) || node.starts_with('.') {
+            return Err(IpamError::Config(format!("ipam.node {node:?} must be a node name (no '/', at most 253 characters)")));
+        }
+        let data_dir = raw
+            .data_dir
+            .or_else(|| plugin_data_dir.map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        if !data_dir.is_absolute() {
+            return Err(IpamError::Config(format!("ipam.dataDir {} must be an absolute path", data_dir.display())));
+        }
+        let store = raw.store.unwrap_or_else(|| StoreConfig { kind: default_store_type(), ..Default::default() });
+        match store.kind.as_str() {
+            "local" => {
+                if let Some(p) = &store.path {
+                    if !p.is_absolute() {
+                        return Err(IpamError::Config(format!("ipam.store.path {} must be an absolute path", p.display())));
+                    }
+                }
+            }
+            "etcd" => {
+                return Err(IpamError::Unsupported(
+                    "ipam.store.type \"etcd\" is not available in this build yet; use {\"type\":\"local\"}".into(),
+                ))
+            }
+            other => return Err(IpamError::Config(format!("ipam.store.type {other:?} is unknown; use \"local\" or \"etcd\""))),
+        }
+        let pools_raw = raw.pools.ok_or_else(|| IpamError::Config("ipam.pools is missing; list at least one pool".into()))?;
+        if pools_raw.is_empty() {
+            return Err(IpamError::Config("ipam.pools is empty; list at least one pool".into()));
+        }
+        let mut pools = Vec::new();
+        let mut names = HashSet::new();
+        for p in pools_raw {
+            let pool = validate_pool(p)?;
+            if !names.insert(pool.cfg.name.clone()) {
+                return Err(IpamError::Config(format!("ipam.pools: name {:?} is used twice; pool names are unique", pool.cfg.name)));
+            }
+            if let Some(other) = pools.iter().find(|o: &&Pool| o.cidr().contains(&pool.cidr()) || pool.cidr().contains(&o.cidr())) {
+                return Err(IpamError::Config(format!(
+                    "ipam.pools: {} ({}) overlaps {} ({}); pools of one network must not overlap",
+                    pool.name(), pool.cidr(), other.name(), other.cidr()
+                )));
+            }
+            pools.push(pool);
+        }
+        Ok(IpamConfig { node, data_dir, store, pools })
+    }
+
+    /// The cluster store directory for the local store.
+    pub fn local_cluster_dir(&self) -> PathBuf {
+        self.store.path.clone().unwrap_or_else(|| self.data_dir.join("cluster"))
+    }
+
+    /// Pools this namespace may use, in the order to try: restricted pools that list it, then open pools.
+    pub fn eligible_pools(&self, namespace: Option<&str>) -> Vec<&Pool> {
+        let listed = self.pools.iter().filter(|p| !p.cfg.namespaces.is_empty() && p.serves_namespace(namespace));
+        let open = self.pools.iter().filter(|p| p.cfg.namespaces.is_empty());
+        listed.chain(open).collect()
+    }
+}
+
+fn validate_pool(p: PoolConfig) -> Result<Pool, IpamError> {
+    let field = |f: &str, msg: String| IpamError::Config(format!("ipam.pools[{}].{f}: {msg}", p.name));
+    if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') || p.name.starts_with('.') {
+        return Err(IpamError::Config(format!("ipam.pools: name {:?} must be letters, digits, '-', '_' or '.'", p.name)));
+    }
+    let cidr = p.cidr;
+    if cidr != cidr.trunc() {
+        return Err(field("cidr", format!("{cidr} has host bits set; did you mean {}?", cidr.trunc())));
+    }
+    let v4 = cidr.addr().is_ipv4();
+    let max = max_prefix(v4);
+    let block_len = match p.source {
+        Source::Vnet => {
+            return Err(field("source", "\"vnet\" is not available in this build yet; use \"overlay\" or \"range\"".into()))
+        }
+        Source::Range => {
+            if p.block_size.is_some() {
+                return Err(field("blockSize", "applies to overlay pools only; a range pool is one block".into()));
+            }
+            cidr.prefix_len()
+        }
+        Source::Overlay => {
+            for (k, set) in [("rangeStart", p.range_start.is_some()), ("rangeEnd", p.range_end.is_some()), ("gateway", p.gateway.is_some()), ("exclude", !p.exclude.is_empty())] {
+                if set {
+                    return Err(field(k, "applies to range pools only".into()));
+                }
+            }
+            let b = p.block_size.unwrap_or(if v4 { 26 } else { 122 });
+            if b < cidr.prefix_len() || b > max - 2 {
+                return Err(field("blockSize", format!("{b} must lie between the pool's prefix length {} and {}", cidr.prefix_len(), max - 2)));
+            }
+            b
+        }
+    };
+    if p.source == Source::Range && cidr.prefix_len() > max - 2 {
+        return Err(field("cidr", format!("{cidr} is too small; a range pool needs at least a /{}", max - 2)));
+    }
+    for (k, ip) in [("rangeStart", p.range_start), ("rangeEnd", p.range_end), ("gateway", p.gateway)] {
+        if let Some(ip) = ip {
+            if !cidr.contains(&ip) {
+                return Err(field(k, format!("{ip} is outside {cidr}")));
+            }
+        }
+    }
+    if let (Some(a), Some(b)) = (p.range_start, p.range_end) {
+        if to_u128(a) > to_u128(b) {
+            return Err(field("rangeEnd", format!("{b} comes before rangeStart {a}")));
+        }
+    }
+    let mut exclude = Vec::new();
+    for e in &p.exclude {
+        let net = e
+            .parse::<IpNet>()
+            .or_else(|_| e.parse::<IpAddr>().map(|ip| host(ip)))
+            .map_err(|_| field("exclude", format!("{e:?} is neither an address nor a CIDR")))?;
+        if !cidr.contains(&net.network()) {
+            return Err(field("exclude", format!("{e} is outside {cidr}")));
+        }
+        exclude.push(net.trunc());
+    }
+    if p.refresh_seconds == Some(0) {
+        return Err(field("refreshSeconds", "must be at least 1".into()));
+    }
+    for ns in &p.namespaces {
+        if ns.is_empty() {
+            return Err(field("namespaces", "an empty namespace name matches nothing; remove it".into()));
+        }
+    }
+    Ok(Pool { cfg: p, block_len, exclude })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<IpamConfig, IpamError> {
+        IpamConfig::parse(&v, Some(Path::new("/tmp/x")))
+    }
+
+    #[test]
+    fn defaults_and_pool_order() {
+        let c = parse(json!({"type":"podnet-ipam","node":"n1","pools":[
+            {"name":"open","cidr":"10.1.0.0/16"},
+            {"name":"team","cidr":"10.2.0.0/16","namespaces":["team-a"]},
+            {"name":"v6","cidr":"fd00::/48"}]}))
+        .unwrap();
+        assert_eq!(c.pools[0].block_len, 26);
+        assert_eq!(c.pools[2].block_len, 122);
+        assert_eq!(c.data_dir, Path::new("/tmp/x"));
+        assert_eq!(c.local_cluster_dir(), Path::new("/tmp/x/cluster"));
+        let names = |ns| c.eligible_pools(ns).iter().map(|p| p.name().to_string()).collect::<Vec<_>>();
+        assert_eq!(names(Some("team-a")), ["team", "open", "v6"]);
+        assert_eq!(names(Some("other")), ["open", "v6"]);
+        assert_eq!(names(None), ["open", "v6"]);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (json!({"node":"n"}), "ipam.pools"),
+            (json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.1/16"}]}), "host bits"),
+            (json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.0/16","blockSize":8}]}), "blockSize"),
+            (json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.0/16","source":"range","rangeStart":"10.1.0.1"}]}), "rangeStart"),
+            (json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.0/16","gateway":"10.0.0.1"}]}), "gateway"),
+            (json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.0/16"},{"name":"p","cidr":"10.1.0.0/16"}]}), "twice"),
+            (json!({"node":"n","pools":[{"name":"a","cidr":"10.0.0.0/8"},{"name":"b","cidr":"10.1.0.0/16"}]}), "overlaps"),
+            (json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.0/16","colour":"red"}]}), "colour"),
+            (json!({"node":"n","store":{"type":"zk"},"pools":[{"name":"p","cidr":"10.0.0.0/16"}]}), "store.type"),
+            (json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.0/16","source":"range","exclude":["bogus"]}]}), "exclude"),
+            (json!({"node":"n","pools":[{"name":"p","cidr":"nope"}]}), "cidr"),
+            (json!({"node":"a/b","pools":[{"name":"p","cidr":"10.0.0.0/16"}]}), "ipam.node"),
+        ];
+        for (v, needle) in cases {
+            let e = parse(v.clone()).unwrap_err();
+            assert!(e.to_string().contains(needle), "{v}: {e}");
+        }
+    }
+
+    #[test]
+    fn range_span_keeps_network_broadcast_gateway_and_excludes() {
+        let c = parse(json!({"node":"n","pools":[{"name":"r","cidr":"10.9.0.0/29","source":"range","exclude":["10.9.0.3"]}]})).unwrap();
+        let s = c.pools[0].range_span(Reservation::GatewayPerBlock);
+        assert_eq!(s.gateway, Some("10.9.0.1".parse().unwrap()));
+        assert_eq!(s.capacity(), 4); // .2 .4 .5 .6
+        assert_eq!(s.pod_prefix_len, 29);
+        let c = parse(json!({"node":"n","pools":[{"name":"r","cidr":"10.9.0.0/24","source":"range","rangeStart":"10.9.0.10","rangeEnd":"10.9.0.20","gateway":"10.9.0.254"}]})).unwrap();
+        let s = c.pools[0].range_span(Reservation::None);
+        assert_eq!((s.capacity(), s.pod_prefix_len, s.gateway), (11, 32, None));
+    }
+}

@@ -1,0 +1,180 @@
+//! Crash-safe files: atomic writes (temp, fsync, rename, fsync dir), records with a checksum, and a
+//! store lock with a bounded wait. Every state write in podnet goes through here.
+
+use crate::error::IpamError;
+use nix::fcntl::{Flock, FlockArg};
+use nix::errno::Errno;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Temp files start with this; readers skip them and the lock holder removes stale ones.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// Create `dir` (and parents) readable by root only: state names pods and addresses.
+pub fn ensure_dir(dir: &Path) -> Result<(), IpamError> {
+    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(IpamError::io(format!("creating state directory {}", dir.display()), e)),
+    }
+}
+
+/// fsync a directory so a rename or unlink inside it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), IpamError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| IpamError::io(format!("syncing directory {}", dir.display()), e))
+}
+
+/// Write `bytes` to `dir/name` so that after a crash the file holds either the old or the new content.
+pub fn atomic_write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), IpamError> {
+    let tmp = dir.join(format!("{TEMP_PREFIX}{}-{name}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, dir.join(name))
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&tmp);
+        return Err(IpamError::io(format!("writing {}", dir.join(name).display()), e));
+    }
+    sync_dir(dir)
+}
+
+/// Remove `dir/name`; a file already gone is fine (DEL is idempotent). The caller syncs the dir.
+pub fn remove(dir: &Path, name: &str) -> Result<bool, IpamError> {
+    match fs::remove_file(dir.join(name)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(IpamError::io(format!("removing {}", dir.join(name).display()), e)),
+    }
+}
+
+/// Names in `dir`, skipping temp files; a missing dir is empty.
+pub fn list(dir: &Path) -> Result<Vec<String>, IpamError> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(IpamError::io(format!("listing {}", dir.display()), e)),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| IpamError::io(format!("listing {}", dir.display()), e))?;
+        if let Some(name) = entry.file_name().to_str() {
+            if !name.starts_with(TEMP_PREFIX) {
+                out.push(name.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Remove temp files left by writers that died before their rename. Call with the lock held.
+pub fn remove_stale_temps(dir: &Path) {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX)) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// A record: one line of JSON, then a line `crc32 XXXXXXXX` over it. A torn, truncated or
+/// NUL-filled file fails the check instead of reading as "no state".
+pub fn encode_record<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let json = serde_json::to_vec(value).expect("records serialize");
+    let mut out = json.clone();
+    out.extend_from_slice(format!("\ncrc32 {:08x}\n", crc32fast::hash(&json)).as_bytes());
+    out
+}
+
+pub fn decode_record<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, IpamError> {
+    let corrupt = |why: &str| IpamError::Corrupt { path: path.to_path_buf(), why: why.to_string() };
+    let text = std::str::from_utf8(bytes).map_err(|_| corrupt("not UTF-8"))?;
+    let (json, trailer) = text.trim_end_matches('\n').rsplit_once("\ncrc32 ").ok_or_else(|| corrupt("no checksum line"))?;
+    let want = u32::from_str_radix(trailer, 16).map_err(|_| corrupt("bad checksum line"))?;
+    if crc32fast::hash(json.as_bytes()) != want {
+        return Err(corrupt("checksum mismatch"));
+    }
+    serde_json::from_str(json).map_err(|e| corrupt(&format!("undecodable record: {e}")))
+}
+
+pub fn read_record<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, IpamError> {
+    let bytes = fs::read(path).map_err(|e| IpamError::io(format!("reading {}", path.display()), e))?;
+    decode_record(path, &bytes)
+}
+
+/// An exclusive lock on a store, released when dropped or when the process dies (flock), so a
+/// crashed holder never leaves a stale lock behind.
+pub struct StoreLock {
+    _lock: Flock<File>,
+}
+
+/// How long a caller waits for a store lock before giving up with "try again later".
+pub const LOCK_WAIT: Duration = Duration::from_secs(20);
+
+impl StoreLock {
+    pub fn acquire(path: &Path, wait: Duration) -> Result<StoreLock, IpamError> {
+        let open = || OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path);
+        let mut file = open().map_err(|e| IpamError::io(format!("opening lock {}", path.display()), e))?;
+        let deadline = Instant::now() + wait;
+        // Polled with backoff rather than a blocking flock so the wait is bounded (lesson of
+        // azure-container-networking #2817: an unbounded store lock fails whole bursts of pods).
+        let mut pause = Duration::from_micros(50);
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(StoreLock { _lock: lock }),
+                Err((f, Errno::EWOULDBLOCK)) | Err((f, Errno::EINTR)) => file = f,
+                Err((_, e)) => return Err(IpamError::io(format!("locking {}", path.display()), e.into())),
+            }
+            if Instant::now() >= deadline {
+                return Err(IpamError::Busy(format!(
+                    "store lock {} is still held after {:?}; another podnet call is stuck or the node is overloaded, try again",
+                    path.display(),
+                    wait
+                )));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct R {
+        a: u32,
+    }
+
+    #[test]
+    fn records_detect_corruption() {
+        let p = Path::new("/x");
+        let bytes = encode_record(&R { a: 7 });
+        assert_eq!(decode_record::<R>(p, &bytes).unwrap(), R { a: 7 });
+        for bad in [&b""[..], &[0u8; 64][..], &bytes[..bytes.len() / 2], b"{\"a\":8}\ncrc32 00000000\n"] {
+            assert!(matches!(decode_record::<R>(p, bad), Err(IpamError::Corrupt { .. })), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn atomic_write_and_lock() {
+        let d = tempfile::tempdir().unwrap();
+        atomic_write(d.path(), "f", b"one").unwrap();
+        atomic_write(d.path(), "f", b"two").unwrap();
+        assert_eq!(fs::read(d.path().join("f")).unwrap(), b"two");
+        assert_eq!(list(d.path()).unwrap(), vec!["f".to_string()]);
+        let l = StoreLock::acquire(&d.path().join("lock"), LOCK_WAIT).unwrap();
+        let e = StoreLock::acquire(&d.path().join("lock"), Duration::from_millis(20));
+        assert!(matches!(e, Err(IpamError::Busy(_))));
+        drop(l);
+        StoreLock::acquire(&d.path().join("lock"), LOCK_WAIT).unwrap();
+    }
+}

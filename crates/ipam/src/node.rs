@@ -1,0 +1,145 @@
+//! The node store: this node's addresses and its cached block leases, under
+//! `<dataDir>/<network>/ipam/`. One file per address, named `<ip>_<containerID>:<ifname>`, so the
+//! hot path (pick an address, release a handle) needs directory listings only, never file reads.
+
+use crate::addr::{net_from_file_name, net_to_file_name};
+use crate::error::IpamError;
+use crate::fsio::{atomic_write, encode_record, ensure_dir, list, read_record, remove, remove_stale_temps, sync_dir, StoreLock, LOCK_WAIT};
+use crate::model::{Allocation, BlockLease, Handle};
+use ipnet::IpNet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// An address file, decoded from its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrEntry {
+    pub ip: IpAddr,
+    pub handle: Handle,
+    pub file: String,
+}
+
+impl AddrEntry {
+    pub fn file_name(ip: IpAddr, handle: &Handle) -> String {
+        format!("{ip}_{}", handle.key())
+    }
+    pub fn parse(file: &str) -> Option<AddrEntry> {
+        let (ip, key) = file.split_once('_')?;
+        Some(AddrEntry { ip: ip.parse().ok()?, handle: Handle::from_key(key)?, file: file.to_string() })
+    }
+}
+
+pub struct NodeStore {
+    dir: PathBuf,
+}
+
+impl NodeStore {
+    pub fn new(data_dir: &Path, network: &str) -> NodeStore {
+        NodeStore { dir: data_dir.join(network).join("ipam") }
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    fn addrs_dir(&self) -> PathBuf {
+        self.dir.join("addrs")
+    }
+    fn blocks_dir(&self) -> PathBuf {
+        self.dir.join("blocks")
+    }
+    fn cursor_dir(&self) -> PathBuf {
+        self.dir.join("cursor")
+    }
+
+    /// Take the node store lock: held only to pick addresses and write their records.
+    pub fn lock(&self) -> Result<StoreLock, IpamError> {
+        for d in [self.addrs_dir(), self.blocks_dir(), self.cursor_dir()] {
+            ensure_dir(&d)?;
+        }
+        let l = StoreLock::acquire(&self.dir.join("lock"), LOCK_WAIT)?;
+        remove_stale_temps(&self.addrs_dir());
+        remove_stale_temps(&self.blocks_dir());
+        Ok(l)
+    }
+
+    /// Every address file. A name that does not decode is reported, not skipped: it may hold an address.
+    pub fn entries(&self) -> Result<Vec<AddrEntry>, IpamError> {
+        list(&self.addrs_dir())?
+            .into_iter()
+            .map(|f| {
+                AddrEntry::parse(&f).ok_or_else(|| IpamError::Corrupt {
+                    path: self.addrs_dir().join(&f),
+                    why: "the file name is not <ip>_<containerID>:<ifname>".into(),
+                })
+            })
+            .collect()
+    }
+
+    pub fn read(&self, entry: &AddrEntry) -> Result<Allocation, IpamError> {
+        let path = self.addrs_dir().join(&entry.file);
+        let a: Allocation = read_record(&path)?;
+        if a.address.addr() != entry.ip || a.handle != entry.handle {
+            return Err(IpamError::Corrupt { path, why: "the record disagrees with its file name".into() });
+        }
+        Ok(a)
+    }
+
+    pub fn write(&self, a: &Allocation) -> Result<AddrEntry, IpamError> {
+        let file = AddrEntry::file_name(a.address.addr(), &a.handle);
+        atomic_write(&self.addrs_dir(), &file, &encode_record(a))?;
+        Ok(AddrEntry { ip: a.address.addr(), handle: a.handle.clone(), file })
+    }
+
+    /// Remove address files, then make the removal durable with one directory fsync.
+    pub fn remove(&self, entries: &[AddrEntry]) -> Result<(), IpamError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for e in entries {
+            remove(&self.addrs_dir(), &e.file)?;
+        }
+        sync_dir(&self.addrs_dir())
+    }
+
+    /// Blocks this node holds, from file names.
+    pub fn blocks(&self) -> Result<Vec<IpNet>, IpamError> {
+        Ok(list(&self.blocks_dir())?.iter().filter_map(|n| net_from_file_name(n)).collect())
+    }
+
+    pub fn block_leases(&self) -> Result<Vec<BlockLease>, IpamError> {
+        list(&self.blocks_dir())?.iter().map(|n| read_record(&self.blocks_dir().join(n))).collect()
+    }
+
+    pub fn add_block(&self, lease: &BlockLease) -> Result<(), IpamError> {
+        atomic_write(&self.blocks_dir(), &net_to_file_name(lease.block), &encode_record(lease))
+    }
+
+    pub fn remove_block(&self, block: IpNet) -> Result<(), IpamError> {
+        remove(&self.blocks_dir(), &net_to_file_name(block))?;
+        sync_dir(&self.blocks_dir())
+    }
+
+    /// Where the last allocation of `pool` ended: a hint for round-robin, so it is written without
+    /// fsync and a garbled one is ignored.
+    pub fn cursor(&self, pool: &str) -> Option<IpAddr> {
+        std::fs::read_to_string(self.cursor_dir().join(pool)).ok()?.trim().parse().ok()
+    }
+    pub fn set_cursor(&self, pool: &str, ip: IpAddr) {
+        let _ = std::fs::write(self.cursor_dir().join(pool), ip.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_names_round_trip() {
+        for (ip, cid, ifname) in [("10.0.0.5", "abc", "eth0"), ("fd00::5", "a_b.c-d", "net_1.x")] {
+            let h = Handle::new(cid, ifname);
+            let name = AddrEntry::file_name(ip.parse().unwrap(), &h);
+            let e = AddrEntry::parse(&name).unwrap();
+            assert_eq!((e.ip.to_string(), e.handle), (ip.to_string(), h));
+        }
+        assert!(AddrEntry::parse("garbage").is_none());
+        assert!(AddrEntry::parse("10.0.0.1_nocolon").is_none());
+    }
+}

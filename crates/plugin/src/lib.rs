@@ -1,0 +1,334 @@
+//! The `podnet` CNI plugin: each verb parses and validates everything first, then acts through the
+//! IPAM and dataplane crates, undoing its own work when a later step fails.
+
+pub mod config;
+pub mod delegate;
+pub mod ipam_cni;
+pub mod logging;
+pub mod records;
+
+use config::PluginConfig;
+use podnet_cni::{CniError, CniResult, Env, ErrorCode, Interface, IpConfig, NetConf, Route};
+use podnet_dataplane::{endpoint, host_veth_name, DataplaneError, EndpointSpec, Mode, NetNs, NetNsError, Netlink, PodAddress};
+use podnet_ipam::{Handle, Ipam, IpamConfig, PodInfo, Reservation};
+use records::{EndpointRecord, EndpointStore, RouteRecord};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Instant;
+
+pub struct PodnetPlugin;
+
+fn pod_info(env: &Env) -> PodInfo {
+    PodInfo {
+        namespace: env.args.namespace.clone(),
+        name: env.args.name.clone(),
+        uid: env.args.uid.clone(),
+        infra_container_id: env.args.infra_container_id.clone(),
+    }
+}
+
+fn handle(env: &Env) -> Handle {
+    Handle::new(env.container_id(), env.ifname())
+}
+
+/// Which addresses of a block the dataplane keeps (README: "Reserved addresses").
+pub fn reservation_for(mode: &Mode) -> Reservation {
+    match mode {
+        Mode::Bridge { .. } => Reservation::GatewayPerBlock,
+        Mode::Routed => Reservation::None,
+    }
+}
+
+fn open_ipam(cfg: &PluginConfig, conf: &NetConf) -> Result<Ipam, CniError> {
+    let ipam_cfg = IpamConfig::parse(&cfg.ipam, Some(&cfg.data_dir))?;
+    Ok(Ipam::new(ipam_cfg, &conf.name, reservation_for(&cfg.mode)))
+}
+
+fn netns_error(e: NetNsError) -> CniError {
+    CniError::invalid_env(format!("CNI_NETNS: {e}"))
+}
+
+fn dataplane_error(e: DataplaneError) -> CniError {
+    match e {
+        DataplaneError::Netns(e) => netns_error(e),
+        DataplaneError::IfnameTaken(_) => CniError::invalid_env(e.to_string()),
+        other => CniError::kernel(other.to_string()),
+    }
+}
+
+fn netlink() -> Result<Netlink, CniError> {
+    Netlink::open().map_err(|e| CniError::kernel(format!("opening a netlink socket: {e}")))
+}
+
+/// The IPAM part of ADD: in-process podnet-ipam, or an exec'd plugin. `undo` releases on failure.
+struct Addresses {
+    list: Vec<PodAddress>,
+    undo: Option<Box<dyn FnOnce()>>,
+}
+
+fn allocate(cfg: &PluginConfig, env: &Env, conf: &NetConf) -> Result<Addresses, CniError> {
+    if cfg.ipam_in_process {
+        let ipam = open_ipam(cfg, conf)?;
+        let h = handle(env);
+        let got = ipam.allocate(&h, &pod_info(env))?;
+        let list = got.allocations.iter().map(|a| PodAddress { address: a.address, gateway: a.gateway }).collect();
+        let undo: Option<Box<dyn FnOnce()>> = if got.existing {
+            None
+        } else {
+            Some(Box::new(move || {
+                if let Err(e) = ipam.release(&h) {
+                    tracing::error!("releasing {} after a failed ADD: {e}", h.key());
+                }
+            }))
+        };
+        return Ok(Addresses { list, undo });
+    }
+    let plugin = delegate::find_plugin(cfg.ipam["type"].as_str().unwrap_or_default(), &env.path)?;
+    let stdin = serde_json::to_vec(&conf.raw).expect("config serializes");
+    let result = delegate::add(&plugin, &stdin)?;
+    let plugin_for_undo = plugin.clone();
+    let undo: Option<Box<dyn FnOnce()>> = Some(Box::new(move || {
+        let _ = delegate::exec(&plugin_for_undo, "DEL", &stdin);
+    }));
+    let list: Vec<PodAddress> = result
+        .ips
+        .iter()
+        .map(|ip| PodAddress {
+            address: ip.address,
+            // Like the reference bridge: no gateway given means the subnet's first address.
+            gateway: ip.gateway.or_else(|| ip.address.hosts().next().filter(|_| matches!(cfg.mode, Mode::Bridge { .. }))),
+        })
+        .collect();
+    if list.is_empty() {
+        if let Some(u) = undo {
+            u();
+        }
+        return Err(CniError::new(ErrorCode::DelegateFailed, format!("IPAM plugin {} returned no address", plugin.display())));
+    }
+    Ok(Addresses { list, undo })
+}
+
+impl podnet_cni::skel::Plugin for PodnetPlugin {
+    fn start(&self, _env: &Env, conf: &NetConf) {
+        let (file, level) = config::log_settings(conf);
+        logging::init(&file, &level);
+    }
+
+    fn on_error(&self, command: Option<podnet_cni::Command>, err: &CniError) {
+        tracing::warn!(command = command.map(|c| c.as_str()).unwrap_or("?"), "{err}");
+    }
+
+    fn add(&self, env: &Env, conf: &NetConf) -> Result<CniResult, CniError> {
+        let started = Instant::now();
+        let cfg = PluginConfig::parse(conf)?;
+        let netns_path = env.netns.clone().expect("ADD requires CNI_NETNS");
+        let netns = NetNs::open(&netns_path).map_err(netns_error)?;
+        let mut nl = netlink()?;
+        let mtu = match cfg.mtu {
+            Some(m) => m,
+            None => endpoint::uplink_mtu(&mut nl).map_err(dataplane_error)?,
+        };
+        let h = handle(env);
+        let addresses = allocate(&cfg, env, conf)?;
+        let spec = EndpointSpec {
+            mode: cfg.mode.clone(),
+            host_veth: host_veth_name(&h.container_id, &h.ifname),
+            ifname: h.ifname.clone(),
+            mtu,
+            addresses: addresses.list.clone(),
+        };
+        let undo_all = |addresses: Addresses| {
+            if let Some(undo) = addresses.undo {
+                undo();
+            }
+        };
+        let ep = match endpoint::setup(&mut nl, &netns, &spec) {
+            Ok(ep) => ep,
+            Err(e) => {
+                undo_all(addresses);
+                return Err(dataplane_error(e));
+            }
+        };
+        let record = EndpointRecord {
+            container_id: h.container_id.clone(),
+            ifname: h.ifname.clone(),
+            netns: netns_path.display().to_string(),
+            pod: pod_info(env),
+            dataplane: cfg.dataplane_name().to_string(),
+            bridge: ep.bridge.as_ref().map(|b| b.0.clone()),
+            host_veth: ep.host_veth.clone(),
+            mac: ep.pod_mac.clone(),
+            mtu,
+            ips: spec.addresses.iter().map(|a| pod_ip(&cfg.mode, a)).collect(),
+            gateways: ep.gateways.clone(),
+            routes: ep.pod_routes.iter().map(|(dst, gw)| RouteRecord { dst: *dst, gw: *gw }).collect(),
+            created_at: podnet_ipam::model::now_rfc3339(),
+        };
+        if let Err(e) = EndpointStore::new(&cfg.data_dir, &conf.name).write(&record) {
+            let _ = endpoint::teardown(&mut nl, &spec.host_veth);
+            undo_all(addresses);
+            return Err(e.into());
+        }
+        let result = build_result(conf, &record, &ep);
+        tracing::info!(container = %h.container_id, ifname = %h.ifname, ips = ?record.ips, elapsed_us = started.elapsed().as_micros() as u64, "ADD");
+        Ok(result)
+    }
+
+    fn del(&self, env: &Env, conf: &NetConf) -> Result<(), CniError> {
+        let cfg = PluginConfig::parse(conf)?;
+        let h = handle(env);
+        // The netns may be gone (the kernel then removed the veth already); DEL never needs it.
+        let mut nl = netlink()?;
+        endpoint::teardown(&mut nl, &host_veth_name(&h.container_id, &h.ifname)).map_err(dataplane_error)?;
+        if cfg.ipam_in_process {
+            let released = open_ipam(&cfg, conf)?.release(&h)?;
+            tracing::info!(container = %h.container_id, ifname = %h.ifname, released = ?released, "DEL");
+        } else {
+            let plugin = delegate::find_plugin(cfg.ipam["type"].as_str().unwrap_or_default(), &env.path)?;
+            delegate::exec(&plugin, "DEL", &serde_json::to_vec(&conf.raw).expect("config serializes"))?;
+        }
+        EndpointStore::new(&cfg.data_dir, &conf.name).remove(&h)?;
+        Ok(())
+    }
+
+    fn check(&self, env: &Env, conf: &NetConf) -> Result<(), CniError> {
+        let cfg = PluginConfig::parse(conf)?;
+        let prev = conf.prev_result.as_ref().ok_or_else(|| CniError::invalid_config("CHECK needs prevResult (the ADD result)"))?;
+        let netns_path = env.netns.clone().expect("CHECK requires CNI_NETNS");
+        let netns = NetNs::open(&netns_path).map_err(netns_error)?;
+        let h = handle(env);
+        // Our addresses are those prevResult gives the pod interface (chained plugins may add others).
+        let pod_iface = prev.interfaces.iter().position(|i| i.name == h.ifname && !i.sandbox.is_empty());
+        let ips: Vec<&IpConfig> = prev.ips.iter().filter(|ip| ip.interface.is_none() || ip.interface == pod_iface).collect();
+        if ips.is_empty() {
+            return Err(CniError::new(ErrorCode::EndpointDrift, format!("prevResult holds no address for {}", h.ifname)));
+        }
+        let mut drift = Vec::new();
+        if cfg.ipam_in_process {
+            let held = open_ipam(&cfg, conf)?.addresses_of(&h)?;
+            for ip in &ips {
+                if !held.contains(&ip.address.addr()) {
+                    drift.push(format!("address {} is not allocated to {} in the IPAM store", ip.address.addr(), h.key()));
+                }
+            }
+        } else {
+            let plugin = delegate::find_plugin(cfg.ipam["type"].as_str().unwrap_or_default(), &env.path)?;
+            delegate::exec(&plugin, "CHECK", &serde_json::to_vec(&conf.raw).expect("config serializes"))?;
+        }
+        let spec = EndpointSpec {
+            mode: cfg.mode.clone(),
+            host_veth: host_veth_name(&h.container_id, &h.ifname),
+            ifname: h.ifname.clone(),
+            mtu: 0,
+            addresses: ips.iter().map(|ip| PodAddress { address: ip.address, gateway: ip.gateway }).collect(),
+        };
+        let mut nl = netlink()?;
+        drift.extend(endpoint::check(&mut nl, &netns, &spec).map_err(dataplane_error)?);
+        if drift.is_empty() {
+            Ok(())
+        } else {
+            Err(CniError::new(ErrorCode::EndpointDrift, format!("endpoint {} differs from its ADD: {}", h.key(), drift.join("; "))))
+        }
+    }
+
+    fn status(&self, env: &Env, conf: &NetConf) -> Result<(), CniError> {
+        let cfg = PluginConfig::parse(conf)?;
+        if cfg.ipam_in_process {
+            open_ipam(&cfg, conf)?
+                .status()
+                .map_err(|e| CniError::new(ErrorCode::NotAvailable, format!("podnet cannot serve ADD: {e}")))
+        } else {
+            let plugin = delegate::find_plugin(cfg.ipam["type"].as_str().unwrap_or_default(), &env.path)?;
+            delegate::exec(&plugin, "STATUS", &serde_json::to_vec(&conf.raw).expect("config serializes")).map(|_| ())
+        }
+    }
+
+    fn gc(&self, env: &Env, conf: &NetConf) -> Result<(), CniError> {
+        let cfg = PluginConfig::parse(conf)?;
+        let keep: HashSet<Handle> = conf
+            .valid_attachments()?
+            .into_iter()
+            .map(|a| Handle::new(&a.container_id, &a.ifname))
+            .collect();
+        let mut errors = Vec::new();
+        // Dataplane first: an attachment's veth goes before its address can be handed out again.
+        let store = EndpointStore::new(&cfg.data_dir, &conf.name);
+        let mut nl = netlink()?;
+        for h in store.handles()?.into_iter().filter(|h| !keep.contains(h)) {
+            if let Err(e) = endpoint::teardown(&mut nl, &host_veth_name(&h.container_id, &h.ifname)) {
+                errors.push(e.to_string());
+                continue;
+            }
+            if let Err(e) = store.remove(&h) {
+                errors.push(e.to_string());
+            }
+        }
+        if cfg.ipam_in_process {
+            match open_ipam(&cfg, conf)?.gc(&keep) {
+                Ok(released) => tracing::info!(released = released.len(), "GC"),
+                Err(e) => errors.push(e.to_string()),
+            }
+        } else {
+            let plugin = delegate::find_plugin(cfg.ipam["type"].as_str().unwrap_or_default(), &env.path)?;
+            if let Err(e) = delegate::exec(&plugin, "GC", &serde_json::to_vec(&conf.raw).expect("config serializes")) {
+                errors.push(e.to_string());
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(CniError::new(ErrorCode::Io, format!("GC left work undone: {}", errors.join("; "))))
+        }
+    }
+}
+
+/// The address as configured on the pod's interface (routed pods get host prefixes).
+fn pod_ip(mode: &Mode, a: &PodAddress) -> ipnet::IpNet {
+    match mode {
+        Mode::Bridge { .. } => a.address,
+        Mode::Routed => ipnet::IpNet::new(a.address.addr(), a.address.max_prefix_len()).expect("host prefix"),
+    }
+}
+
+/// The ADD result: bridge (if any), host veth (no sandbox), pod interface (sandbox = netns), with
+/// `ips[].interface` pointing at the pod interface so portmap and bandwidth can chain after podnet.
+fn build_result(conf: &NetConf, rec: &EndpointRecord, ep: &podnet_dataplane::Endpoint) -> CniResult {
+    let mut result = conf.prev_result.clone().unwrap_or_default();
+    if let Some((name, mac)) = &ep.bridge {
+        result.interfaces.push(Interface { name: name.clone(), mac: mac.clone(), ..Default::default() });
+    }
+    result.interfaces.push(Interface { name: ep.host_veth.clone(), mac: ep.host_mac.clone(), ..Default::default() });
+    result.interfaces.push(Interface {
+        name: rec.ifname.clone(),
+        mac: ep.pod_mac.clone(),
+        mtu: Some(rec.mtu),
+        sandbox: rec.netns.clone(),
+        ..Default::default()
+    });
+    let pod_index = result.interfaces.len() - 1;
+    for (ip, gw) in rec.ips.iter().zip(gateway_per_ip(rec)) {
+        result.ips.push(IpConfig { address: *ip, gateway: gw, interface: Some(pod_index) });
+    }
+    for r in &rec.routes {
+        result.routes.push(Route::new(r.dst, Some(r.gw)));
+    }
+    if result.dns.is_empty() {
+        if let Some(dns) = conf.raw.get("dns").and_then(|d| serde_json::from_value(d.clone()).ok()) {
+            result.dns = dns;
+        }
+    }
+    result
+}
+
+fn gateway_per_ip(rec: &EndpointRecord) -> Vec<Option<std::net::IpAddr>> {
+    rec.ips.iter().map(|ip| rec.gateways.iter().find(|g| g.is_ipv4() == ip.addr().is_ipv4()).copied()).collect()
+}
+
+/// Where a network's state lives, for `podnetctl`.
+pub fn endpoint_store(data_dir: &std::path::Path, network: &str) -> EndpointStore {
+    EndpointStore::new(data_dir, network)
+}
+
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from(podnet_ipam::config::DEFAULT_DATA_DIR)
+}

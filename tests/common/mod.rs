@@ -1,0 +1,291 @@
+//! Test harness: namespaces the test owns (removed on drop, also when the test fails), a "node"
+//! namespace the plugin runs in, and a small runtime that runs plugins and conflists as libcni does.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const PODNET: &str = env!("CARGO_BIN_EXE_podnet");
+pub const PODNET_IPAM: &str = env!("CARGO_BIN_EXE_podnet-ipam");
+pub const PODNETCTL: &str = env!("CARGO_BIN_EXE_podnetctl");
+/// Debian's containernetworking-plugins.
+pub const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn sh(cmd: &str, args: &[&str]) -> std::process::Output {
+    Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("running {cmd}: {e}"))
+}
+
+/// A network namespace created by this test, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("pnt{}-{n}-{tag}", std::process::id());
+        let out = sh("ip", &["netns", "add", &name]);
+        assert!(out.status.success(), "ip netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
+        let ns = Netns { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+    /// Run a command inside; returns (success, stdout+stderr).
+    pub fn try_exec(&self, args: &[&str]) -> (bool, String) {
+        let mut full = vec!["netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        let out = sh("ip", &full);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+    pub fn exec(&self, args: &[&str]) -> String {
+        let (ok, text) = self.try_exec(args);
+        assert!(ok, "in {}: {args:?}: {text}", self.name);
+        text
+    }
+    /// Ping with a few tries (the first packet may wait on ARP).
+    pub fn ping(&self, ip: &str) -> bool {
+        (0..3).any(|_| self.try_exec(&["ping", "-c", "1", "-W", "2", ip]).0)
+    }
+    pub fn links(&self) -> Vec<String> {
+        self.exec(&["ip", "-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect()
+    }
+    /// IPv4 addresses of `dev` in this namespace, without prefix.
+    pub fn addrs4(&self, dev: &str) -> Vec<String> {
+        let (ok, text) = self.try_exec(&["ip", "-4", "-o", "addr", "show", "dev", dev]);
+        if !ok {
+            return Vec::new();
+        }
+        text.lines().filter_map(|l| l.split_whitespace().nth(3)).map(|a| a.split('/').next().unwrap().to_string()).collect()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh("ip", &["netns", "del", &self.name]);
+    }
+}
+
+/// What a plugin call printed.
+#[derive(Debug)]
+pub struct Outcome {
+    pub ok: bool,
+    pub json: Value,
+    pub raw: String,
+}
+
+impl Outcome {
+    pub fn code(&self) -> u64 {
+        self.json["code"].as_u64().unwrap_or(0)
+    }
+    pub fn must(self) -> Value {
+        assert!(self.ok, "plugin failed: {}", self.raw);
+        self.json
+    }
+}
+
+/// A simulated node: its own network namespace with an uplink address, and a temp state dir.
+pub struct Node {
+    pub ns: Netns,
+    pub dir: tempfile::TempDir,
+    /// The node's own address (on its uplink), which pods must reach.
+    pub ip: String,
+}
+
+impl Node {
+    pub fn new() -> Node {
+        let ns = Netns::new("node");
+        // A veth pair with both ends in the node stands in for the uplink: an address to reach and a
+        // default route, as on a real node (nothing leaves the namespace).
+        ns.exec(&["ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0p"]);
+        ns.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", "up0"]);
+        ns.exec(&["ip", "link", "set", "up0", "up"]);
+        ns.exec(&["ip", "link", "set", "up0p", "up"]);
+        ns.exec(&["ip", "route", "add", "default", "via", "198.18.0.2"]);
+        Node { ns, dir: tempfile::tempdir().expect("tempdir"), ip: "198.18.0.1".into() }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A podnet plugin object for this node; `extra` keys are merged over the defaults.
+    pub fn podnet_conf(&self, extra: Value) -> Value {
+        let mut v = json!({
+            "cniVersion": "1.0.0",
+            "name": "podnet",
+            "type": "podnet",
+            "dataDir": self.data_dir(),
+            "logFile": self.dir.path().join("podnet.log"),
+            "logLevel": "debug",
+            "ipam": {
+                "type": "podnet-ipam",
+                "node": "node-1",
+                "pools": [{"name": "pods-v4", "cidr": "10.244.0.0/16", "blockSize": 24}]
+            }
+        });
+        merge(&mut v, extra);
+        v
+    }
+
+    /// Run one plugin binary in the node namespace with CNI env and `conf` on stdin.
+    pub fn call(&self, bin: &str, command: &str, container_id: &str, netns: Option<&Path>, ifname: &str, conf: &Value) -> Outcome {
+        self.call_env(bin, command, &[("CNI_CONTAINERID", container_id), ("CNI_IFNAME", ifname)], netns, conf)
+    }
+
+    pub fn call_env(&self, bin: &str, command: &str, env: &[(&str, &str)], netns: Option<&Path>, conf: &Value) -> Outcome {
+        self.call_raw(bin, command, env, netns, serde_json::to_vec(conf).unwrap().as_slice())
+    }
+
+    pub fn call_raw(&self, bin: &str, command: &str, env: &[(&str, &str)], netns: Option<&Path>, stdin: &[u8]) -> Outcome {
+        let node_ns = File::open(self.ns.path()).expect("node netns");
+        let fd = node_ns.as_raw_fd();
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", command)
+            .env("CNI_PATH", format!("{}:{REFERENCE_PLUGINS}", Path::new(PODNET).parent().unwrap().display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(ns) = netns {
+            cmd.env("CNI_NETNS", ns);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // SAFETY: setns is async-signal-safe; the child enters the node namespace before exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {bin}: {e}"));
+        child.stdin.take().unwrap().write_all(stdin).ok();
+        let out = child.wait_with_output().expect("plugin output");
+        drop(node_ns);
+        let raw = String::from_utf8_lossy(&out.stdout).to_string();
+        let json = serde_json::from_str(raw.trim()).unwrap_or(Value::Null);
+        Outcome { ok: out.status.success(), json, raw: format!("{raw}{}", String::from_utf8_lossy(&out.stderr)) }
+    }
+
+    pub fn add(&self, cid: &str, pod: &Netns, conf: &Value) -> Outcome {
+        self.call(PODNET, "ADD", cid, Some(&pod.path()), "eth0", conf)
+    }
+    pub fn del(&self, cid: &str, pod: Option<&Netns>, conf: &Value) -> Outcome {
+        self.call(PODNET, "DEL", cid, pod.map(|p| p.path()).as_deref(), "eth0", conf)
+    }
+
+    /// Address files in the node store of network `podnet`.
+    pub fn allocations(&self) -> Vec<String> {
+        list_dir(&self.data_dir().join("podnet/ipam/addrs"))
+    }
+    pub fn endpoint_records(&self) -> Vec<String> {
+        list_dir(&self.data_dir().join("podnet/endpoints"))
+    }
+    /// Host veths podnet made in the node.
+    pub fn host_veths(&self) -> Vec<String> {
+        self.ns.links().into_iter().filter(|l| l.starts_with("pn")).collect()
+    }
+
+    /// Run a conflist as libcni does: ADD in order passing prevResult, DEL in reverse with the
+    /// cached result. Returns the final result (ADD) or the first failure.
+    pub fn run_conflist(&self, command: &str, list: &Value, cid: &str, pod: Option<&Netns>, cached: Option<&Value>, runtime_config: &Value) -> Outcome {
+        let plugins = list["plugins"].as_array().expect("plugins").clone();
+        let order: Vec<&Value> = if command == "DEL" { plugins.iter().rev().collect() } else { plugins.iter().collect() };
+        let mut prev: Option<Value> = cached.cloned();
+        let mut last = Outcome { ok: true, json: Value::Null, raw: String::new() };
+        for p in order {
+            let mut conf = p.clone();
+            conf["name"] = list["name"].clone();
+            conf["cniVersion"] = list["cniVersion"].clone();
+            if let Some(caps) = p.get("capabilities").and_then(Value::as_object) {
+                let mut rc = serde_json::Map::new();
+                for (cap, on) in caps {
+                    if on.as_bool() == Some(true) {
+                        if let Some(v) = runtime_config.get(cap) {
+                            rc.insert(cap.clone(), v.clone());
+                        }
+                    }
+                }
+                if !rc.is_empty() {
+                    conf["runtimeConfig"] = Value::Object(rc);
+                }
+            }
+            if let Some(pr) = &prev {
+                conf["prevResult"] = pr.clone();
+            }
+            let bin = plugin_path(p["type"].as_str().unwrap());
+            let out = self.call(&bin, command, cid, pod.map(|p| p.path()).as_deref(), "eth0", &conf);
+            if !out.ok {
+                return out;
+            }
+            if command == "ADD" {
+                prev = Some(out.json.clone());
+            }
+            last = out;
+        }
+        if command == "ADD" {
+            last
+        } else {
+            Outcome { ok: true, json: Value::Null, raw: String::new() }
+        }
+    }
+}
+
+pub fn plugin_path(kind: &str) -> String {
+    match kind {
+        "podnet" => PODNET.to_string(),
+        "podnet-ipam" => PODNET_IPAM.to_string(),
+        other => format!("{REFERENCE_PLUGINS}/{other}"),
+    }
+}
+
+pub fn list_dir(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| !n.starts_with(".tmp-")).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+pub fn merge(base: &mut Value, extra: Value) {
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        for (k, v) in e {
+            if v.is_null() {
+                b.remove(&k);
+            } else if v.is_object() && b.get(&k).is_some_and(Value::is_object) {
+                merge(b.get_mut(&k).unwrap(), v);
+            } else {
+                b.insert(k, v);
+            }
+        }
+    }
+}
+
+/// The pod's first IPv4 address in an ADD result.
+pub fn result_ip(result: &Value) -> String {
+    result["ips"]
+        .as_array()
+        .and_then(|ips| ips.iter().find_map(|i| i["address"].as_str().filter(|a| a.contains('.'))))
+        .map(|a| a.split('/').next().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no IPv4 address in {result}"))
+}

@@ -1,0 +1,112 @@
+//! Pods on a real kernel, in namespaces the test creates: bridge and routed dataplanes.
+mod common;
+
+use common::*;
+use serde_json::json;
+
+fn lifecycle(dataplane: &str) {
+    let node = Node::new();
+    let conf = node.podnet_conf(json!({"dataplane": dataplane}));
+    let (a, b) = (Netns::new("pa"), Netns::new("pb"));
+    let ra = node.add("ctr-a", &a, &conf).must();
+    let rb = node.add("ctr-b", &b, &conf).must();
+    let (ip_a, ip_b) = (result_ip(&ra), result_ip(&rb));
+    assert_ne!(ip_a, ip_b);
+    assert_eq!(a.addrs4("eth0"), vec![ip_a.clone()], "the pod holds the address the result names");
+
+    // Two pods reach each other, and each reaches the node.
+    assert!(a.ping(&ip_b), "{dataplane}: pod a cannot reach pod b {ip_b}");
+    assert!(b.ping(&ip_a), "{dataplane}: pod b cannot reach pod a {ip_a}");
+    assert!(a.ping(&node.ip), "{dataplane}: pod a cannot reach the node {}", node.ip);
+
+    // The result names host veth (no sandbox) and pod interface (sandbox = netns); ips point at the pod.
+    let ifaces = ra["interfaces"].as_array().unwrap();
+    let pod_idx = ifaces.iter().position(|i| i["name"] == "eth0").unwrap();
+    assert_eq!(ifaces[pod_idx]["sandbox"], a.path().display().to_string());
+    assert_eq!(ra["ips"][0]["interface"], pod_idx);
+    assert!(ifaces.iter().any(|i| i["name"].as_str().unwrap().starts_with("pn") && i.get("sandbox").is_none()));
+    if dataplane == "bridge" {
+        assert_eq!(ifaces[0]["name"], "podnet0");
+        assert!(ra["ips"][0]["address"].as_str().unwrap().ends_with("/24"));
+    } else {
+        assert!(ra["ips"][0]["address"].as_str().unwrap().ends_with("/32"));
+        assert_eq!(ra["ips"][0]["gateway"], "169.254.1.1");
+        assert!(!node.ns.links().contains(&"podnet0".to_string()), "routed mode makes no bridge");
+        let routes = node.ns.exec(&["ip", "route", "show", &ip_a]);
+        assert!(routes.contains("scope link"), "a /32 host route to the pod: {routes}");
+    }
+
+    // CHECK passes on the untouched pod, then reports the address deleted by hand.
+    let mut check_conf = conf.clone();
+    check_conf["prevResult"] = ra.clone();
+    assert!(node.call(PODNET, "CHECK", "ctr-a", Some(&a.path()), "eth0", &check_conf).ok);
+    let prefix = ra["ips"][0]["address"].as_str().unwrap();
+    a.exec(&["ip", "addr", "del", prefix, "dev", "eth0"]);
+    let drift = node.call(PODNET, "CHECK", "ctr-a", Some(&a.path()), "eth0", &check_conf);
+    assert!(!drift.ok);
+    assert_eq!(drift.code(), 104, "{}", drift.raw);
+    assert!(drift.json["msg"].as_str().unwrap().contains(&ip_a), "{}", drift.raw);
+
+    // DEL twice succeeds; the address and the endpoint record are gone.
+    assert!(node.del("ctr-a", Some(&a), &conf).ok);
+    assert!(node.del("ctr-a", Some(&a), &conf).ok, "a second DEL succeeds");
+    assert!(!a.links().contains(&"eth0".to_string()));
+
+    // DEL after the pod's namespace is gone (the kernel took the veth with it).
+    drop(b);
+    let d = node.del("ctr-b", None, &conf);
+    assert!(d.ok, "{}", d.raw);
+    assert!(node.allocations().is_empty(), "left: {:?}", node.allocations());
+    assert!(node.endpoint_records().is_empty());
+    assert!(node.host_veths().is_empty(), "left: {:?}", node.host_veths());
+}
+
+#[test]
+fn bridge_pods_reach_each_other_and_the_node() {
+    lifecycle("bridge");
+}
+
+#[test]
+fn routed_pods_reach_each_other_and_the_node() {
+    lifecycle("routed");
+}
+
+#[test]
+fn bridge_pods_in_different_blocks_reach_each_other() {
+    // /29 blocks hold 5 pods each (network, gateway and broadcast are kept), so 7 pods need two
+    // blocks; each block's gateway sits on the bridge.
+    let node = Node::new();
+    let conf = node.podnet_conf(json!({"ipam": {"pools": [{"name": "small", "cidr": "10.60.0.0/24", "blockSize": 29}]}}));
+    let pods: Vec<Netns> = (0..7).map(|i| Netns::new(&format!("p{i}"))).collect();
+    let ips: Vec<String> = pods.iter().enumerate().map(|(i, p)| result_ip(&node.add(&format!("c{i}"), p, &conf).must())).collect();
+    let gws = node.ns.addrs4("podnet0");
+    assert_eq!(gws, vec!["10.60.0.1", "10.60.0.9"], "one gateway per block");
+    assert!(ips[6].starts_with("10.60.0.1"), "the 6th+ pod is in the second block: {ips:?}");
+    assert!(pods[0].ping(&ips[6]), "block 1 pod reaches block 2 pod");
+    assert!(pods[6].ping(&ips[0]));
+    let leases = list_dir(&node.data_dir().join("cluster/podnet/blocks"));
+    assert_eq!(leases, vec!["10.60.0.0_29", "10.60.0.8_29"]);
+    for (i, p) in pods.iter().enumerate() {
+        assert!(node.del(&format!("c{i}"), Some(p), &conf).ok);
+    }
+    assert!(node.allocations().is_empty());
+}
+
+#[test]
+fn mtu_and_hairpin_are_applied() {
+    let node = Node::new();
+    let conf = node.podnet_conf(json!({"mtu": 1400, "hairpinMode": true}));
+    let pod = Netns::new("p");
+    let r = node.add("c1", &pod, &conf).must();
+    assert!(pod.exec(&["ip", "link", "show", "eth0"]).contains("mtu 1400"));
+    let veth = r["interfaces"][1]["name"].as_str().unwrap().to_string();
+    let detail = node.ns.exec(&["ip", "-d", "link", "show", &veth]);
+    assert!(detail.contains("hairpin on"), "{detail}");
+    assert!(detail.contains("mtu 1400"));
+    // Without an mtu key the pod gets the uplink's MTU.
+    let node2 = Node::new();
+    node2.ns.exec(&["ip", "link", "set", "up0", "mtu", "1450"]);
+    let pod2 = Netns::new("p2");
+    node2.add("c2", &pod2, &node2.podnet_conf(json!({}))).must();
+    assert!(pod2.exec(&["ip", "link", "show", "eth0"]).contains("mtu 1450"));
+}
