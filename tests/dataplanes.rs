@@ -110,3 +110,28 @@ fn mtu_and_hairpin_are_applied() {
     node2.add("c2", &pod2, &node2.podnet_conf(json!({}))).must();
     assert!(pod2.exec(&["ip", "link", "show", "eth0"]).contains("mtu 1450"));
 }
+
+#[test]
+fn check_reports_a_missing_route_and_a_missing_veth() {
+    for dataplane in ["bridge", "routed"] {
+        let node = Node::new();
+        let conf = node.podnet_conf(json!({"dataplane": dataplane}));
+        let pod = Netns::new("c");
+        let r = node.add("chk", &pod, &conf).must();
+        let mut check_conf = conf.clone();
+        check_conf["prevResult"] = r.clone();
+        let check = || node.call(PODNET, "CHECK", "chk", Some(&pod.path()), "eth0", &check_conf);
+        assert!(check().ok);
+        pod.exec(&["ip", "route", "del", "default"]);
+        let e = check();
+        assert_eq!(e.code(), 104, "{dataplane}: {}", e.raw);
+        assert!(e.json["msg"].as_str().unwrap().contains("default route"), "{}", e.raw);
+        let veth = r["interfaces"].as_array().unwrap().iter().find(|i| i["name"].as_str().unwrap().starts_with("pn")).unwrap()["name"].as_str().unwrap().to_string();
+        node.ns.exec(&["ip", "link", "del", &veth]);
+        let e = check();
+        assert_eq!(e.code(), 104);
+        assert!(e.json["msg"].as_str().unwrap().contains(&format!("host veth {veth} is missing")), "{}", e.raw);
+        assert!(node.del("chk", Some(&pod), &conf).ok);
+        assert!(node.allocations().is_empty());
+    }
+}

@@ -1,1 +1,316 @@
-fn main(){}
+//! podnet-bench: the same harness drives podnet and Debian's reference plugins (bridge + host-local)
+//! in one run, inside network namespaces it creates and removes.
+//!
+//! For each plugin set and round: ADD then DEL latency over N sequential pods (p50/p99), churn
+//! (ADD+DEL cycles per second with W parallel workers), peak RSS of one plugin process, and a leak
+//! check (veths and IPAM records left). Medians over rounds are printed as a Markdown table.
+
+use serde_json::{json, Value};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Args {
+    pods: usize,
+    churn_cycles: usize,
+    workers: usize,
+    rounds: usize,
+    podnet_dir: PathBuf,
+    reference_dir: PathBuf,
+    json_out: Option<PathBuf>,
+}
+
+fn parse_args() -> Args {
+    let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
+    let mut a = Args { pods: 200, churn_cycles: 400, workers: 8, rounds: 3, podnet_dir: exe_dir, reference_dir: "/usr/lib/cni".into(), json_out: None };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let val = || argv.get(i + 1).cloned().unwrap_or_else(|| die(&format!("{} needs a value", argv[i])));
+        match argv[i].as_str() {
+            "--pods" => a.pods = val().parse().unwrap_or_else(|_| die("--pods takes a number")),
+            "--churn" => a.churn_cycles = val().parse().unwrap_or_else(|_| die("--churn takes a number")),
+            "--workers" => a.workers = val().parse().unwrap_or_else(|_| die("--workers takes a number")),
+            "--rounds" => a.rounds = val().parse().unwrap_or_else(|_| die("--rounds takes a number")),
+            "--podnet-dir" => a.podnet_dir = val().into(),
+            "--reference-dir" => a.reference_dir = val().into(),
+            "--json" => a.json_out = Some(val().into()),
+            "-h" | "--help" => {
+                println!("podnet-bench [--pods 200] [--churn 400] [--workers 8] [--rounds 3] [--podnet-dir DIR] [--reference-dir /usr/lib/cni] [--json FILE]");
+                std::process::exit(0);
+            }
+            other => die(&format!("unknown argument {other}")),
+        }
+        i += 2;
+    }
+    a
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("podnet-bench: {msg}");
+    std::process::exit(2)
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+}
+
+/// A namespace the bench made; removed on drop.
+struct Netns(String);
+impl Netns {
+    fn new(name: String) -> Netns {
+        if !ip(&["netns", "add", &name]) {
+            die(&format!("ip netns add {name} failed (run as root)"));
+        }
+        Netns(name)
+    }
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.0))
+    }
+    fn exec(&self, args: &[&str]) -> String {
+        let mut full = vec!["netns", "exec", &self.0];
+        full.extend_from_slice(args);
+        let out = Command::new("ip").args(&full).output().expect("ip");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+impl Drop for Netns {
+    fn drop(&mut self) {
+        ip(&["netns", "del", &self.0]);
+    }
+}
+
+#[derive(Clone)]
+struct Suite {
+    label: &'static str,
+    bin: PathBuf,
+    conf: Value,
+    /// Where the IPAM keeps one file per address, and which file names are bookkeeping.
+    ipam_dir: PathBuf,
+}
+
+struct Call {
+    ok: bool,
+    elapsed: Duration,
+    max_rss_kib: i64,
+    stdout: String,
+}
+
+/// Run one plugin invocation in `node`'s namespace; timing covers spawn to exit, as a runtime sees it.
+fn call(node: &File, bin: &Path, command: &str, cid: &str, pod: Option<&Path>, conf: &[u8], cni_path: &str) -> Call {
+    let fd = node.as_raw_fd();
+    let mut cmd = Command::new(bin);
+    cmd.env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", cni_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(p) = pod {
+        cmd.env("CNI_NETNS", p);
+    }
+    // SAFETY: setns is async-signal-safe; the child enters the node namespace before exec.
+    unsafe {
+        cmd.pre_exec(move || if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawn plugin");
+    child.stdin.take().unwrap().write_all(conf).ok();
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // wait4 rather than Child::wait: it also returns the child's peak RSS.
+    let pid = child.id() as libc::pid_t;
+    unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let elapsed = started.elapsed();
+    let mut stdout = String::new();
+    use std::io::Read;
+    child.stdout.take().unwrap().read_to_string(&mut stdout).ok();
+    Call { ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, elapsed, max_rss_kib: ru.ru_maxrss, stdout }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    percentile(&v, 0.5)
+}
+
+#[derive(Default, Clone)]
+struct RoundResult {
+    add_p50: f64,
+    add_p99: f64,
+    del_p50: f64,
+    del_p99: f64,
+    churn_per_s: f64,
+    peak_rss_kib: i64,
+    failures: usize,
+    leaked_veths: usize,
+    leaked_addrs: usize,
+}
+
+fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
+    let node = Netns::new(format!("pnb-{tag}-node-{round}"));
+    node.exec(&["ip", "link", "set", "lo", "up"]);
+    node.exec(&["ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0p"]);
+    node.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", "up0"]);
+    node.exec(&["ip", "link", "set", "up0", "up"]);
+    node.exec(&["ip", "link", "set", "up0p", "up"]);
+    node.exec(&["ip", "route", "add", "default", "via", "198.18.0.2"]);
+    let node_fd = File::open(node.path()).expect("node netns");
+    let conf = serde_json::to_vec(&s.conf).unwrap();
+    let cni_path = format!("{}:{}", a.podnet_dir.display(), a.reference_dir.display());
+    let pods: Vec<Netns> = (0..a.pods.max(a.workers)).map(|i| Netns::new(format!("pnb-{tag}-{round}-{i}"))).collect();
+    let mut r = RoundResult::default();
+
+    let mut adds = Vec::new();
+    for (i, p) in pods.iter().enumerate().take(a.pods) {
+        let c = call(&node_fd, &s.bin, "ADD", &format!("bench-{i}"), Some(&p.path()), &conf, &cni_path);
+        if !c.ok {
+            r.failures += 1;
+            eprintln!("{}: ADD failed: {}", s.label, c.stdout.trim());
+        }
+        r.peak_rss_kib = r.peak_rss_kib.max(c.max_rss_kib);
+        adds.push(c.elapsed.as_secs_f64() * 1000.0);
+    }
+    let mut dels = Vec::new();
+    for (i, p) in pods.iter().enumerate().take(a.pods) {
+        let c = call(&node_fd, &s.bin, "DEL", &format!("bench-{i}"), Some(&p.path()), &conf, &cni_path);
+        if !c.ok {
+            r.failures += 1;
+        }
+        r.peak_rss_kib = r.peak_rss_kib.max(c.max_rss_kib);
+        dels.push(c.elapsed.as_secs_f64() * 1000.0);
+    }
+    adds.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    dels.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (r.add_p50, r.add_p99, r.del_p50, r.del_p99) = (percentile(&adds, 0.5), percentile(&adds, 0.99), percentile(&dels, 0.5), percentile(&dels, 0.99));
+
+    // Churn: each worker cycles ADD+DEL over its own pods until the shared count is reached.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let fails = std::sync::atomic::AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for w in 0..a.workers {
+            let (node_fd, conf, cni_path, pods, next, fails, s) = (&node_fd, &conf, &cni_path, &pods, &next, &fails, s);
+            scope.spawn(move || loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if n >= a.churn_cycles {
+                    break;
+                }
+                // Each worker reuses its own pod namespace: its ADD+DEL cycles are sequential.
+                let p = &pods[w];
+                let cid = format!("churn-{n}");
+                for verb in ["ADD", "DEL"] {
+                    if !call(node_fd, &s.bin, verb, &cid, Some(&p.path()), conf, cni_path).ok {
+                        fails.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    r.churn_per_s = a.churn_cycles as f64 / started.elapsed().as_secs_f64();
+    r.failures += fails.load(std::sync::atomic::Ordering::SeqCst);
+
+    // Leak check: veths left in the node, address records left in the IPAM store.
+    let links = node.exec(&["ip", "-o", "link", "show", "type", "veth"]);
+    r.leaked_veths = links.lines().filter(|l| !l.contains("up0")).count();
+    r.leaked_addrs = std::fs::read_dir(&s.ipam_dir)
+        .map(|rd| rd.flatten().filter(|e| e.file_name().to_string_lossy().chars().next().is_some_and(|c| c.is_ascii_digit())).count())
+        .unwrap_or(0);
+    r
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores, {cpu}, kernel {}", kernel.trim())
+}
+
+fn main() {
+    let a = parse_args();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let podnet_conf = |dataplane: &str, net: &str| {
+        json!({
+            "cniVersion": "1.0.0", "name": net, "type": "podnet", "dataplane": dataplane,
+            "dataDir": d.join("podnet"), "logFile": d.join("podnet.log"), "mtu": 1500,
+            "ipam": {"type": "podnet-ipam", "node": "bench", "pools": [{"name": "bench", "cidr": "10.98.0.0/16", "blockSize": 24}]}
+        })
+    };
+    let suites = vec![
+        Suite { label: "podnet (bridge)", bin: a.podnet_dir.join("podnet"), conf: podnet_conf("bridge", "bench-bridge"), ipam_dir: d.join("podnet/bench-bridge/ipam/addrs") },
+        Suite { label: "podnet (routed)", bin: a.podnet_dir.join("podnet"), conf: podnet_conf("routed", "bench-routed"), ipam_dir: d.join("podnet/bench-routed/ipam/addrs") },
+        Suite {
+            label: "reference bridge + host-local",
+            bin: a.reference_dir.join("bridge"),
+            conf: json!({"cniVersion": "1.0.0", "name": "bench-ref", "type": "bridge", "bridge": "cni-ref0", "isGateway": true,
+                         "ipMasq": false, "mtu": 1500,
+                         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.97.0.0/16"}]], "dataDir": d.join("host-local")}}),
+            ipam_dir: d.join("host-local/bench-ref"),
+        },
+    ];
+    for s in &suites {
+        if !s.bin.is_file() {
+            die(&format!("{} not found; build podnet (cargo build --release) and install containernetworking-plugins", s.bin.display()));
+        }
+    }
+    eprintln!("podnet-bench: {} pods sequential, {} churn cycles with {} workers, {} rounds", a.pods, a.churn_cycles, a.workers, a.rounds);
+    let mut per_suite: Vec<Vec<RoundResult>> = vec![Vec::new(); suites.len()];
+    for round in 0..a.rounds {
+        // Interleave suites within each round so machine noise hits all of them alike.
+        for (i, s) in suites.iter().enumerate() {
+            let r = run_round(s, &a, round, &i.to_string());
+            eprintln!("round {round} {}: ADD p50 {:.2} ms, DEL p50 {:.2} ms, churn {:.0}/s", s.label, r.add_p50, r.del_p50, r.churn_per_s);
+            per_suite[i].push(r);
+        }
+    }
+    let date = Command::new("date").arg("-u").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    println!("Machine: {}; date {date}; {} sequential pods, churn {} ADD+DEL cycles with {} workers; median of {} rounds.\n", machine(), a.pods, a.churn_cycles, a.workers, a.rounds);
+    println!("| plugin | ADD p50 | ADD p99 | DEL p50 | DEL p99 | churn (pods/s) | peak RSS | failures | leaked veths | leaked addresses |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut json_rows = Vec::new();
+    for (s, rs) in suites.iter().zip(&per_suite) {
+        let m = |f: fn(&RoundResult) -> f64| median(rs.iter().map(f).collect());
+        let row = RoundResult {
+            add_p50: m(|r| r.add_p50),
+            add_p99: m(|r| r.add_p99),
+            del_p50: m(|r| r.del_p50),
+            del_p99: m(|r| r.del_p99),
+            churn_per_s: m(|r| r.churn_per_s),
+            peak_rss_kib: rs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0),
+            failures: rs.iter().map(|r| r.failures).sum(),
+            leaked_veths: rs.iter().map(|r| r.leaked_veths).sum(),
+            leaked_addrs: rs.iter().map(|r| r.leaked_addrs).sum(),
+        };
+        println!(
+            "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {:.1} MiB | {} | {} | {} |",
+            s.label, row.add_p50, row.add_p99, row.del_p50, row.del_p99, row.churn_per_s, row.peak_rss_kib as f64 / 1024.0, row.failures, row.leaked_veths, row.leaked_addrs
+        );
+        json_rows.push(json!({"plugin": s.label, "addP50Ms": row.add_p50, "addP99Ms": row.add_p99, "delP50Ms": row.del_p50, "delP99Ms": row.del_p99,
+            "churnPodsPerS": row.churn_per_s, "peakRssKiB": row.peak_rss_kib, "failures": row.failures, "leakedVeths": row.leaked_veths, "leakedAddresses": row.leaked_addrs}));
+    }
+    let ratio = per_suite[2].iter().map(|r| r.add_p50).sum::<f64>() / per_suite[0].iter().map(|r| r.add_p50).sum::<f64>();
+    println!("\npodnet (bridge) ADD p50 is {:.1}x faster than the reference bridge + host-local (target: at least 4x).", ratio);
+    if let Some(p) = &a.json_out {
+        let v = json!({"machine": machine(), "date": date, "pods": a.pods, "churnCycles": a.churn_cycles, "workers": a.workers, "rounds": a.rounds, "results": json_rows});
+        std::fs::write(p, serde_json::to_vec_pretty(&v).unwrap()).expect("writing --json");
+    }
+    let leaks: usize = per_suite.iter().flatten().map(|r| r.leaked_veths + r.leaked_addrs + r.failures).sum();
+    std::process::exit(if leaks == 0 { 0 } else { 1 });
+}

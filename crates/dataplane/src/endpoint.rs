@@ -38,6 +38,8 @@ pub struct EndpointSpec {
     pub host_veth: String,
     pub ifname: String,
     pub mtu: u32,
+    /// The pod interface's MAC; the kernel picks one when `None`.
+    pub pod_mac: Option<[u8; 6]>,
     pub addresses: Vec<PodAddress>,
 }
 
@@ -155,66 +157,100 @@ fn enable_forwarding(addresses: &[PodAddress]) -> Result<()> {
     Ok(())
 }
 
-/// Build the endpoint. On any failure the veth (and with it the pod's interface) is removed again.
+/// The veth pair (and bridge) before any address is known: what ADD can build while IPAM works.
+pub struct Links {
+    pub host: Link,
+    pub pod: Link,
+    pub bridge: Option<Link>,
+    /// A netlink socket inside the pod, for `configure`.
+    pub pod_nl: Netlink,
+}
+
+/// A MAC for the pod's interface, fixed by its handle so the endpoint record can be written before
+/// the interface exists; locally administered, unicast.
+pub fn pod_mac(container_id: &str, ifname: &str) -> [u8; 6] {
+    let d = Sha256::digest(format!("podnet-pod:{container_id}:{ifname}").as_bytes());
+    [(d[0] & 0xfe) | 0x02, d[1], d[2], d[3], d[4], d[5]]
+}
+
+/// Build the endpoint: [`create_links`] then [`configure`]. On failure nothing is left behind.
 pub fn setup(nl: &mut Netlink, netns: &NetNs, spec: &EndpointSpec) -> Result<Endpoint> {
-    if spec.addresses.is_empty() {
-        return Err(DataplaneError::Invalid("no address to configure".into()));
-    }
+    let links = create_links(nl, netns, spec)?;
+    configure(nl, spec, links).inspect_err(|_| {
+        let _ = nl.delete_link(&spec.host_veth);
+    })
+}
+
+/// Create the veth pair with its peer born in the pod (and the bridge, in bridge mode). Addresses
+/// are not needed yet, so this can run while IPAM allocates. On failure nothing is left behind.
+pub fn create_links(nl: &mut Netlink, netns: &NetNs, spec: &EndpointSpec) -> Result<Links> {
     let mut pod_nl = open_in(netns)?;
-    if pod_nl.link_by_name(&spec.ifname)?.is_some() {
-        return Err(DataplaneError::IfnameTaken(spec.ifname.clone()));
-    }
-    enable_forwarding(&spec.addresses)?;
     let bridge = match &spec.mode {
-        Mode::Bridge { bridge, .. } => {
-            let br = ensure_bridge(nl, bridge, spec.mtu)?;
-            for a in &spec.addresses {
-                let gw = a.gateway.ok_or_else(|| DataplaneError::Invalid(format!("address {} has no gateway for the bridge", a.address)))?;
-                let gw_net = IpNet::new(gw, a.address.prefix_len()).expect("prefix fits");
-                nl.add_address(br.index, gw_net, true)?;
-            }
-            Some(br)
-        }
+        Mode::Bridge { bridge, .. } => Some(ensure_bridge(nl, bridge, spec.mtu)?),
         Mode::Routed => None,
     };
-    nl.create_veth(&VethSpec {
+    let host = nl.create_veth(&VethSpec {
         host_name: spec.host_veth.clone(),
         host_mac: matches!(spec.mode, Mode::Routed).then_some(ROUTED_HOST_MAC),
         master: bridge.as_ref().map(|b| b.index),
         peer_name: spec.ifname.clone(),
+        peer_mac: spec.pod_mac,
         peer_netns_fd: netns.fd(),
         mtu: spec.mtu,
     })
-    .map_err(|e| if e.is_exists() { DataplaneError::Invalid(format!("{e}: a link of that name exists; DEL the old attachment first")) } else { e.into() })?;
-    match configure(nl, &mut pod_nl, spec, bridge.as_ref()) {
-        Ok(ep) => Ok(ep),
-        Err(e) => {
-            let _ = nl.delete_link(&spec.host_veth);
-            Err(e)
+    .map_err(|e| {
+        if !e.is_exists() {
+            return e.into();
         }
-    }
+        // EEXIST names no side: look only now, so the common path pays no extra round trip.
+        match pod_nl.link_by_name(&spec.ifname) {
+            Ok(Some(_)) => DataplaneError::IfnameTaken(spec.ifname.clone()),
+            _ => DataplaneError::Invalid(format!("{e}: host link {} exists; DEL the old attachment first", spec.host_veth)),
+        }
+    })?;
+    let found = (|| -> Result<Links> {
+        // The host end names its peer's ifindex; the pod end's MAC is the one we gave it.
+        let pod = match (host.peer_index, spec.pod_mac) {
+            (Some(index), Some(mac)) => Link {
+                index,
+                name: spec.ifname.clone(),
+                mac: Some(mac),
+                mtu: spec.mtu,
+                master: None,
+                up: false,
+                kind: Some("veth".into()),
+                peer_index: Some(host.index),
+            },
+            _ => pod_nl.link_by_name(&spec.ifname)?.ok_or_else(|| DataplaneError::Invalid(format!("{} did not appear in the pod", spec.ifname)))?,
+        };
+        pod_nl.set_link_up(pod.index)?;
+        if let Mode::Bridge { hairpin: true, .. } = spec.mode {
+            nl.set_hairpin(host.index, true)?;
+        }
+        Ok(Links { host, pod, bridge, pod_nl })
+    })();
+    found.inspect_err(|_| {
+        let _ = nl.delete_link(&spec.host_veth);
+    })
 }
 
-fn configure(nl: &mut Netlink, pod_nl: &mut Netlink, spec: &EndpointSpec, bridge: Option<&Link>) -> Result<Endpoint> {
-    let host = nl.link_by_name(&spec.host_veth)?.ok_or_else(|| DataplaneError::Invalid(format!("veth {} vanished", spec.host_veth)))?;
-    let pod = pod_nl.link_by_name(&spec.ifname)?.ok_or_else(|| DataplaneError::Invalid(format!("{} did not appear in the pod", spec.ifname)))?;
-    pod_nl.set_link_up(pod.index)?;
-    let mut pod_routes = Vec::new();
-    let mut gateways = Vec::new();
+/// Put `spec.addresses` on the links: gateways on the bridge, the pod's addresses, routes and
+/// neighbours, host routes for the routed dataplane. The caller removes the links on failure.
+pub fn configure(nl: &mut Netlink, spec: &EndpointSpec, links: Links) -> Result<Endpoint> {
+    if spec.addresses.is_empty() {
+        return Err(DataplaneError::Invalid("no address to configure".into()));
+    }
+    enable_forwarding(&spec.addresses)?;
+    let Links { host, pod, bridge, mut pod_nl } = links;
     match &spec.mode {
-        Mode::Bridge { hairpin, .. } => {
-            if *hairpin {
-                nl.set_hairpin(host.index, true)?;
+        Mode::Bridge { .. } => {
+            let br = bridge.as_ref().expect("bridge mode has a bridge");
+            for a in &spec.addresses {
+                let gw = a.gateway.ok_or_else(|| DataplaneError::Invalid(format!("address {} has no gateway for the bridge", a.address)))?;
+                nl.add_address(br.index, IpNet::new(gw, a.address.prefix_len()).expect("prefix fits"), true)?;
             }
             for a in &spec.addresses {
                 pod_nl.add_address(pod.index, a.address, false)?;
-            }
-            for a in &spec.addresses {
-                let gw = a.gateway.expect("checked in setup");
-                let default = default_route(gw);
-                pod_nl.add_route(default, Some(gw), pod.index)?;
-                pod_routes.push((default, gw));
-                gateways.push(gw);
             }
         }
         Mode::Routed => {
@@ -230,32 +266,47 @@ fn configure(nl: &mut Netlink, pod_nl: &mut Netlink, spec: &EndpointSpec, bridge
                 nl.add_route(host_route, None, host.index)?;
                 pod_nl.add_address(pod.index, host_route, false)?;
             }
-            for v4 in [true, false] {
+            for (gw, v4) in [(IpAddr::from(ROUTED_GATEWAY_V4), true), (IpAddr::from(ROUTED_GATEWAY_V6), false)] {
                 if !spec.addresses.iter().any(|a| a.address.addr().is_ipv4() == v4) {
                     continue;
                 }
-                let gw: IpAddr = if v4 { ROUTED_GATEWAY_V4.into() } else { ROUTED_GATEWAY_V6.into() };
                 if v4 {
                     pod_nl.add_route(IpNet::new(gw, 32).expect("host prefix"), None, pod.index)?;
                 }
                 // A permanent neighbour entry: the pod never waits on ARP/NDP for its gateway, and
                 // the path works even where proxy ARP would find no route to answer for.
                 pod_nl.add_permanent_neighbour(pod.index, gw, ROUTED_HOST_MAC)?;
-                let default = default_route(gw);
-                pod_nl.add_route(default, Some(gw), pod.index)?;
-                pod_routes.push((default, gw));
-                gateways.push(gw);
             }
         }
+    }
+    let pod_routes = planned_routes(&spec.mode, &spec.addresses);
+    for (dst, gw) in &pod_routes {
+        pod_nl.add_route(*dst, Some(*gw), pod.index)?;
     }
     Ok(Endpoint {
         host_veth: spec.host_veth.clone(),
         host_mac: host.mac.map(|m| format_mac(&m)).unwrap_or_default(),
         pod_mac: pod.mac.map(|m| format_mac(&m)).unwrap_or_default(),
         bridge: bridge.map(|b| (b.name.clone(), b.mac.map(|m| format_mac(&m)).unwrap_or_default())),
+        gateways: pod_routes.iter().map(|(_, gw)| *gw).collect(),
         pod_routes,
-        gateways,
     })
+}
+
+/// The pod's default routes (destination, gateway) for these addresses, one per family:
+/// via the block's gateway on the bridge, or via the link-local gateway when routed.
+pub fn planned_routes(mode: &Mode, addresses: &[PodAddress]) -> Vec<(IpNet, IpAddr)> {
+    let mut out = Vec::new();
+    for v4 in [true, false] {
+        let Some(a) = addresses.iter().find(|a| a.address.addr().is_ipv4() == v4) else { continue };
+        let gw = match (mode, a.gateway) {
+            (Mode::Bridge { .. }, Some(g)) => g,
+            (Mode::Bridge { .. }, None) => continue,
+            (Mode::Routed, _) => if v4 { ROUTED_GATEWAY_V4.into() } else { ROUTED_GATEWAY_V6.into() },
+        };
+        out.push((default_route(gw), gw));
+    }
+    out
 }
 
 fn default_route(gw: IpAddr) -> IpNet {

@@ -6,6 +6,6 @@ pub mod netlink;
 pub mod netns;
 pub mod sysctl;
 
-pub use endpoint::{host_veth_name, DataplaneError, Endpoint, EndpointSpec, Mode, PodAddress};
+pub use endpoint::{host_veth_name, pod_mac, planned_routes, DataplaneError, Endpoint, EndpointSpec, Links, Mode, PodAddress};
 pub use netlink::Netlink;
 pub use netns::{NetNs, NetNsError};

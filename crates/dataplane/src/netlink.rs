@@ -3,7 +3,7 @@
 //! Functions are named for what they do to the kernel; callers never see netlink messages.
 
 use ipnet::IpNet;
-use netlink_packet_core::{NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST};
+use netlink_packet_core::{NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
@@ -49,6 +49,8 @@ pub struct Link {
     pub master: Option<u32>,
     pub up: bool,
     pub kind: Option<String>,
+    /// For a veth: the peer's ifindex (in the peer's namespace).
+    pub peer_index: Option<u32>,
 }
 
 /// A route as podnet reads it back (main table).
@@ -170,16 +172,26 @@ impl Netlink {
     /// which re-registers the device under the global lock: AWS VPC CNI #3764, Calico #7705).
     /// The host end comes up at creation; the peer cannot (this kernel answers ENOTCONN to a peer
     /// created up in another namespace), so the caller sets it up from inside the pod.
-    pub fn create_veth(&mut self, spec: &VethSpec) -> NlResult<()> {
+    /// Returns the host end as created (the kernel echoes it), which names the peer's ifindex,
+    /// so no lookups follow. One queue pair per end: pods gain nothing from more, and each queue
+    /// costs sysfs objects at creation.
+    pub fn create_veth(&mut self, spec: &VethSpec) -> NlResult<Link> {
         let mut peer = LinkMessage::default();
+        peer.attributes.push(LinkAttribute::NumTxQueues(1));
+        peer.attributes.push(LinkAttribute::NumRxQueues(1));
         peer.attributes.push(LinkAttribute::IfName(spec.peer_name.clone()));
         peer.attributes.push(LinkAttribute::NetNsFd(spec.peer_netns_fd));
+        if let Some(mac) = spec.peer_mac {
+            peer.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
         peer.attributes.push(LinkAttribute::Mtu(spec.mtu));
         let mut msg = LinkMessage::default();
         msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;
         msg.attributes.push(LinkAttribute::IfName(spec.host_name.clone()));
         msg.attributes.push(LinkAttribute::Mtu(spec.mtu));
+        msg.attributes.push(LinkAttribute::NumTxQueues(1));
+        msg.attributes.push(LinkAttribute::NumRxQueues(1));
         if let Some(mac) = spec.host_mac {
             msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
         }
@@ -190,7 +202,13 @@ impl Netlink {
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
         ]));
-        self.ack(|| format!("creating veth {} with peer {} in the pod", spec.host_name, spec.peer_name), RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+        let op = || format!("creating veth {} with peer {} in the pod", spec.host_name, spec.peer_name);
+        let replies = self.request(op, RouteNetlinkMessage::NewLink(msg), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO)?;
+        match replies.into_iter().find_map(link_of).filter(|l| l.peer_index.is_some()) {
+            Some(link) => Ok(link),
+            // A kernel that does not echo new links: ask.
+            None => self.link_by_name(&spec.host_name)?.ok_or_else(|| NlError { op: op(), errno: libc::ENODEV }),
+        }
     }
 
     pub fn set_link_up(&mut self, index: u32) -> NlResult<()> {
@@ -351,6 +369,7 @@ pub struct VethSpec {
     pub host_mac: Option<[u8; 6]>,
     pub master: Option<u32>,
     pub peer_name: String,
+    pub peer_mac: Option<[u8; 6]>,
     pub peer_netns_fd: RawFd,
     pub mtu: u32,
 }
@@ -384,6 +403,7 @@ fn link_of(m: RouteNetlinkMessage) -> Option<Link> {
         master: None,
         up: l.header.flags.contains(LinkFlags::Up),
         kind: None,
+        peer_index: None,
     };
     for a in l.attributes {
         match a {
@@ -391,6 +411,7 @@ fn link_of(m: RouteNetlinkMessage) -> Option<Link> {
             LinkAttribute::Address(m) if m.len() == 6 => link.mac = Some([m[0], m[1], m[2], m[3], m[4], m[5]]),
             LinkAttribute::Mtu(m) => link.mtu = m,
             LinkAttribute::Controller(i) => link.master = Some(i),
+            LinkAttribute::Link(i) => link.peer_index = Some(i),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let LinkInfo::Kind(k) = i {

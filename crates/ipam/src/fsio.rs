@@ -55,6 +55,16 @@ pub fn remove(dir: &Path, name: &str) -> Result<bool, IpamError> {
 
 /// Names in `dir`, skipping temp files; a missing dir is empty.
 pub fn list(dir: &Path) -> Result<Vec<String>, IpamError> {
+    list_inner(dir, false)
+}
+
+/// Like [`list`], and removes temp files left by writers that died before their rename. Only for
+/// stores whose writers all hold the lock the caller holds.
+pub fn list_locked(dir: &Path) -> Result<Vec<String>, IpamError> {
+    list_inner(dir, true)
+}
+
+fn list_inner(dir: &Path, remove_temps: bool) -> Result<Vec<String>, IpamError> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -66,21 +76,12 @@ pub fn list(dir: &Path) -> Result<Vec<String>, IpamError> {
         if let Some(name) = entry.file_name().to_str() {
             if !name.starts_with(TEMP_PREFIX) {
                 out.push(name.to_string());
+            } else if remove_temps {
+                let _ = fs::remove_file(entry.path());
             }
         }
     }
     Ok(out)
-}
-
-/// Remove temp files left by writers that died before their rename. Call with the lock held.
-pub fn remove_stale_temps(dir: &Path) {
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX)) {
-                let _ = fs::remove_file(e.path());
-            }
-        }
-    }
 }
 
 /// A record: one line of JSON, then a line `crc32 XXXXXXXX` over it. A torn, truncated or

@@ -32,6 +32,40 @@ pub struct Allocated {
     pub existing: bool,
 }
 
+/// Addresses picked under the node store lock and not yet written; see [`Ipam::reserve`].
+pub struct Pending<'a> {
+    ipam: &'a Ipam,
+    _lock: fsio::StoreLock,
+    pub allocations: Vec<Allocation>,
+    /// The handle already held these (a repeated ADD).
+    pub existing: bool,
+}
+
+impl Pending<'_> {
+    /// Write the picked addresses (temp, fsync, rename, fsync dir each) and release the lock.
+    pub fn commit(self) -> Result<Allocated, IpamError> {
+        if self.existing {
+            return Ok(Allocated { allocations: self.allocations, existing: true });
+        }
+        let node = &self.ipam.node;
+        let mut written = Vec::new();
+        for a in &self.allocations {
+            match node.write(a) {
+                Ok(e) => written.push(e),
+                Err(err) => {
+                    // Leave nothing half-allocated: undo the families already written.
+                    let _ = node.remove(&written);
+                    return Err(err);
+                }
+            }
+        }
+        for a in &self.allocations {
+            node.set_cursor(&a.pool, a.address.addr());
+        }
+        Ok(Allocated { allocations: self.allocations, existing: false })
+    }
+}
+
 pub struct Ipam {
     cfg: IpamConfig,
     network: String,
@@ -60,8 +94,15 @@ impl Ipam {
         self.cluster.as_ref()
     }
 
-    /// Give `handle` one address per family its namespace's pools offer.
+    /// Give `handle` one address per family its namespace's pools offer, durably.
     pub fn allocate(&self, handle: &Handle, pod: &PodInfo) -> Result<Allocated, IpamError> {
+        self.reserve(handle, pod)?.commit()
+    }
+
+    /// Pick `handle`'s addresses under the node store lock without writing them yet, so the
+    /// caller can start work that needs the addresses while [`Pending::commit`] makes them durable.
+    /// Dropping the [`Pending`] without committing leaves the store as it was.
+    pub fn reserve(&self, handle: &Handle, pod: &PodInfo) -> Result<Pending<'_>, IpamError> {
         let pools = self.cfg.eligible_pools(pod.namespace.as_deref());
         let pools: Vec<&Pool> = pools.into_iter().filter(|p| !p.cfg.disabled).collect();
         if pools.is_empty() {
@@ -71,14 +112,14 @@ impl Ipam {
                 pod.namespace.as_deref().unwrap_or("")
             )));
         }
-        let _lock = self.node.lock()?;
+        let lock = self.node.lock()?;
         let entries = self.node.entries()?;
         let mine: Vec<&AddrEntry> = entries.iter().filter(|e| &e.handle == handle).collect();
         if !mine.is_empty() {
             // A repeated ADD for the same attachment gets what it already holds.
             let mut allocations = mine.iter().map(|e| self.node.read(e)).collect::<Result<Vec<_>, _>>()?;
             allocations.sort_by_key(|a| !a.address.addr().is_ipv4());
-            return Ok(Allocated { allocations, existing: true });
+            return Ok(Pending { ipam: self, _lock: lock, allocations, existing: true });
         }
         let mut used: HashSet<IpAddr> = entries.iter().map(|e| e.ip).collect();
         let mut allocations = Vec::new();
@@ -109,21 +150,7 @@ impl Ipam {
                 allocated_at: model::now_rfc3339(),
             });
         }
-        let mut written = Vec::new();
-        for a in &allocations {
-            match self.node.write(a) {
-                Ok(e) => written.push(e),
-                Err(err) => {
-                    // Leave nothing half-allocated: undo the families already written.
-                    let _ = self.node.remove(&written);
-                    return Err(err);
-                }
-            }
-        }
-        for a in &allocations {
-            self.node.set_cursor(&a.pool, a.address.addr());
-        }
-        Ok(Allocated { allocations, existing: false })
+        Ok(Pending { ipam: self, _lock: lock, allocations, existing: false })
     }
 
     /// A free address in `pool` for this node: its own blocks first, then a newly leased block.
@@ -188,11 +215,13 @@ impl Ipam {
 
     /// Addresses `handle` holds now.
     pub fn addresses_of(&self, handle: &Handle) -> Result<Vec<IpAddr>, IpamError> {
+        let _lock = self.node.lock()?;
         Ok(self.node.entries()?.into_iter().filter(|e| &e.handle == handle).map(|e| e.ip).collect())
     }
 
     /// Every allocation of this node, records verified.
     pub fn allocations(&self) -> Result<Vec<Allocation>, IpamError> {
+        let _lock = self.node.lock()?;
         let entries = self.node.entries()?;
         let mut out = entries.iter().map(|e| self.node.read(e)).collect::<Result<Vec<_>, _>>()?;
         out.sort_by_key(|a| (a.pool.clone(), addr::to_u128(a.address.addr())));
@@ -202,6 +231,7 @@ impl Ipam {
     /// STATUS: the stores are readable and every record verifies, and some eligible address is left.
     pub fn status(&self) -> Result<(), IpamError> {
         let allocations = self.allocations()?;
+        let _lock = self.node.lock()?;
         self.node.block_leases()?;
         let mut used_per_pool: HashMap<&str, u128> = HashMap::new();
         for a in &allocations {

@@ -4,7 +4,7 @@
 
 use crate::addr::{net_from_file_name, net_to_file_name};
 use crate::error::IpamError;
-use crate::fsio::{atomic_write, encode_record, ensure_dir, list, read_record, remove, remove_stale_temps, sync_dir, StoreLock, LOCK_WAIT};
+use crate::fsio::{atomic_write, encode_record, ensure_dir, list, list_locked, read_record, remove, sync_dir, StoreLock, LOCK_WAIT};
 use crate::model::{Allocation, BlockLease, Handle};
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -51,18 +51,22 @@ impl NodeStore {
 
     /// Take the node store lock: held only to pick addresses and write their records.
     pub fn lock(&self) -> Result<StoreLock, IpamError> {
-        for d in [self.addrs_dir(), self.blocks_dir(), self.cursor_dir()] {
-            ensure_dir(&d)?;
+        match StoreLock::acquire(&self.dir.join("lock"), LOCK_WAIT) {
+            // First use of this network on this node: make the store, then lock.
+            Err(IpamError::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => {
+                for d in [self.addrs_dir(), self.blocks_dir(), self.cursor_dir()] {
+                    ensure_dir(&d)?;
+                }
+                StoreLock::acquire(&self.dir.join("lock"), LOCK_WAIT)
+            }
+            other => other,
         }
-        let l = StoreLock::acquire(&self.dir.join("lock"), LOCK_WAIT)?;
-        remove_stale_temps(&self.addrs_dir());
-        remove_stale_temps(&self.blocks_dir());
-        Ok(l)
     }
 
-    /// Every address file. A name that does not decode is reported, not skipped: it may hold an address.
+    /// Every address file (call with the lock held). A name that does not decode is reported, not
+    /// skipped: it may hold an address.
     pub fn entries(&self) -> Result<Vec<AddrEntry>, IpamError> {
-        list(&self.addrs_dir())?
+        list_locked(&self.addrs_dir())?
             .into_iter()
             .map(|f| {
                 AddrEntry::parse(&f).ok_or_else(|| IpamError::Corrupt {
@@ -101,7 +105,7 @@ impl NodeStore {
 
     /// Blocks this node holds, from file names.
     pub fn blocks(&self) -> Result<Vec<IpNet>, IpamError> {
-        Ok(list(&self.blocks_dir())?.iter().filter_map(|n| net_from_file_name(n)).collect())
+        Ok(list_locked(&self.blocks_dir())?.iter().filter_map(|n| net_from_file_name(n)).collect())
     }
 
     pub fn block_leases(&self) -> Result<Vec<BlockLease>, IpamError> {

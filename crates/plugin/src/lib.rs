@@ -9,7 +9,8 @@ pub mod records;
 
 use config::PluginConfig;
 use podnet_cni::{CniError, CniResult, Env, ErrorCode, Interface, IpConfig, NetConf, Route};
-use podnet_dataplane::{endpoint, host_veth_name, DataplaneError, EndpointSpec, Mode, NetNs, NetNsError, Netlink, PodAddress};
+use podnet_dataplane::netlink::format_mac;
+use podnet_dataplane::{endpoint, host_veth_name, pod_mac, DataplaneError, EndpointSpec, Mode, NetNs, NetNsError, Netlink, PodAddress};
 use podnet_ipam::{Handle, Ipam, IpamConfig, PodInfo, Reservation};
 use records::{EndpointRecord, EndpointStore, RouteRecord};
 use std::collections::HashSet;
@@ -60,29 +61,23 @@ fn netlink() -> Result<Netlink, CniError> {
     Netlink::open().map_err(|e| CniError::kernel(format!("opening a netlink socket: {e}")))
 }
 
-/// The IPAM part of ADD: in-process podnet-ipam, or an exec'd plugin. `undo` releases on failure.
+/// The IPAM part of ADD: in-process podnet-ipam, or an exec'd plugin. `undo` releases on failure;
+/// it is `None` when the addresses were already held before this ADD (a repeated ADD).
 struct Addresses {
     list: Vec<PodAddress>,
     undo: Option<Box<dyn FnOnce()>>,
 }
 
-fn allocate(cfg: &PluginConfig, env: &Env, conf: &NetConf) -> Result<Addresses, CniError> {
-    if cfg.ipam_in_process {
-        let ipam = open_ipam(cfg, conf)?;
-        let h = handle(env);
-        let got = ipam.allocate(&h, &pod_info(env))?;
-        let list = got.allocations.iter().map(|a| PodAddress { address: a.address, gateway: a.gateway }).collect();
-        let undo: Option<Box<dyn FnOnce()>> = if got.existing {
-            None
-        } else {
-            Some(Box::new(move || {
-                if let Err(e) = ipam.release(&h) {
-                    tracing::error!("releasing {} after a failed ADD: {e}", h.key());
-                }
-            }))
-        };
-        return Ok(Addresses { list, undo });
+impl Addresses {
+    fn undo(self) {
+        if let Some(undo) = self.undo {
+            undo();
+        }
     }
+}
+
+/// ADD's IPAM half through an exec'd IPAM plugin.
+fn delegate_allocate(cfg: &PluginConfig, env: &Env, conf: &NetConf) -> Result<Addresses, CniError> {
     let plugin = delegate::find_plugin(cfg.ipam["type"].as_str().unwrap_or_default(), &env.path)?;
     let stdin = serde_json::to_vec(&conf.raw).expect("config serializes");
     let result = delegate::add(&plugin, &stdin)?;
@@ -100,12 +95,70 @@ fn allocate(cfg: &PluginConfig, env: &Env, conf: &NetConf) -> Result<Addresses, 
         })
         .collect();
     if list.is_empty() {
-        if let Some(u) = undo {
-            u();
-        }
+        Addresses { list, undo }.undo();
         return Err(CniError::new(ErrorCode::DelegateFailed, format!("IPAM plugin {} returned no address", plugin.display())));
     }
     Ok(Addresses { list, undo })
+}
+
+/// ADD's IPAM half: allocate, hand the addresses to `picked` as soon as they are chosen, and write
+/// the endpoint record. With the in-process IPAM the record is written while the allocation is made
+/// durable, so their fsyncs share journal commits.
+fn allocate_and_record(
+    cfg: &PluginConfig,
+    env: &Env,
+    conf: &NetConf,
+    store: &EndpointStore,
+    make_record: impl Fn(&[PodAddress]) -> EndpointRecord + Sync,
+    picked: std::sync::mpsc::Sender<Vec<PodAddress>>,
+) -> Result<(Addresses, EndpointRecord), CniError> {
+    let h = handle(env);
+    if !cfg.ipam_in_process {
+        let addresses = delegate_allocate(cfg, env, conf)?;
+        let _ = picked.send(addresses.list.clone());
+        let record = make_record(&addresses.list);
+        if let Err(e) = store.write(&record) {
+            addresses.undo();
+            return Err(e.into());
+        }
+        return Ok((addresses, record));
+    }
+    let ipam = open_ipam(cfg, conf)?;
+    let pending = ipam.reserve(&h, &pod_info(env))?;
+    let list: Vec<PodAddress> = pending.allocations.iter().map(|a| PodAddress { address: a.address, gateway: a.gateway }).collect();
+    // The kernel thread may configure the pod now; the ADD succeeds only if the commit does too.
+    let _ = picked.send(list.clone());
+    let record = make_record(&list);
+    let (committed, written) = std::thread::scope(|s| {
+        let written = s.spawn(|| store.write(&record));
+        (pending.commit(), written.join().expect("record write does not panic"))
+    });
+    match (committed, written) {
+        (Ok(got), Ok(())) => {
+            let undo: Option<Box<dyn FnOnce()>> = if got.existing {
+                None
+            } else {
+                Some(Box::new(move || {
+                    if let Err(e) = ipam.release(&h) {
+                        tracing::error!("releasing {} after a failed ADD: {e}", h.key());
+                    }
+                }))
+            };
+            Ok((Addresses { list, undo }, record))
+        }
+        (Ok(got), Err(e)) => {
+            if !got.existing {
+                let _ = ipam.release(&h);
+            }
+            Err(e.into())
+        }
+        (Err(e), written) => {
+            if written.is_ok() {
+                let _ = store.remove(&h);
+            }
+            Err(e.into())
+        }
+    }
 }
 
 impl podnet_cni::skel::Plugin for PodnetPlugin {
@@ -129,49 +182,83 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
             None => endpoint::uplink_mtu(&mut nl).map_err(dataplane_error)?,
         };
         let h = handle(env);
-        let addresses = allocate(&cfg, env, conf)?;
         let spec = EndpointSpec {
             mode: cfg.mode.clone(),
             host_veth: host_veth_name(&h.container_id, &h.ifname),
             ifname: h.ifname.clone(),
             mtu,
-            addresses: addresses.list.clone(),
+            pod_mac: Some(pod_mac(&h.container_id, &h.ifname)),
+            addresses: Vec::new(),
         };
-        let undo_all = |addresses: Addresses| {
-            if let Some(undo) = addresses.undo {
-                undo();
+        // Everything the endpoint record holds is known once the addresses are (the pod MAC is
+        // derived from the handle), so it can be written before the interface is configured.
+        let make_record = |addresses: &[PodAddress]| {
+            let routes = endpoint::planned_routes(&cfg.mode, addresses);
+            EndpointRecord {
+                container_id: h.container_id.clone(),
+                ifname: h.ifname.clone(),
+                netns: netns_path.display().to_string(),
+                pod: pod_info(env),
+                dataplane: cfg.dataplane_name().to_string(),
+                bridge: match &cfg.mode {
+                    Mode::Bridge { bridge, .. } => Some(bridge.clone()),
+                    Mode::Routed => None,
+                },
+                host_veth: spec.host_veth.clone(),
+                mac: format_mac(&spec.pod_mac.expect("set above")),
+                mtu,
+                ips: addresses.iter().map(|a| pod_ip(&cfg.mode, a)).collect(),
+                gateways: routes.iter().map(|(_, gw)| *gw).collect(),
+                routes: routes.iter().map(|(dst, gw)| RouteRecord { dst: *dst, gw: *gw }).collect(),
+                created_at: podnet_ipam::model::now_rfc3339(),
             }
         };
-        let ep = match endpoint::setup(&mut nl, &netns, &spec) {
-            Ok(ep) => ep,
-            Err(e) => {
-                undo_all(addresses);
-                return Err(dataplane_error(e));
+        let store = EndpointStore::new(&cfg.data_dir, &conf.name);
+        // Kernel work and store work run side by side: a second thread builds the veth pair (it
+        // needs no address), then configures the pod as soon as IPAM has picked the addresses,
+        // while this thread makes the allocation and the endpoint record durable (their fsyncs
+        // are most of an ADD). Either side failing undoes both.
+        let (picked_tx, picked_rx) = std::sync::mpsc::channel::<Vec<PodAddress>>();
+        let (kernel, allocated) = std::thread::scope(|s| {
+            let (netns, spec) = (&netns, &spec);
+            let kernel = s.spawn(move || {
+                let mut nl = Netlink::open().map_err(|e| DataplaneError::Invalid(format!("opening a netlink socket: {e}")))?;
+                let links = endpoint::create_links(&mut nl, netns, spec)?;
+                let Ok(addresses) = picked_rx.recv() else {
+                    // IPAM failed; its error is the one reported.
+                    let _ = endpoint::teardown(&mut nl, &spec.host_veth);
+                    return Err(DataplaneError::Invalid("IPAM allocation failed".into()));
+                };
+                let spec = EndpointSpec { addresses, ..spec.clone() };
+                endpoint::configure(&mut nl, &spec, links).inspect_err(|_| {
+                    let _ = endpoint::teardown(&mut nl, &spec.host_veth);
+                })
+            });
+            let allocated = allocate_and_record(&cfg, env, conf, &store, make_record, picked_tx);
+            (kernel.join().expect("the kernel thread does not panic"), allocated)
+        });
+        match (kernel, allocated) {
+            (Ok(ep), Ok((_, record))) => {
+                let result = build_result(conf, &record, &ep);
+                tracing::info!(container = %h.container_id, ifname = %h.ifname, ips = ?record.ips, elapsed_us = started.elapsed().as_micros() as u64, "ADD");
+                Ok(result)
             }
-        };
-        let record = EndpointRecord {
-            container_id: h.container_id.clone(),
-            ifname: h.ifname.clone(),
-            netns: netns_path.display().to_string(),
-            pod: pod_info(env),
-            dataplane: cfg.dataplane_name().to_string(),
-            bridge: ep.bridge.as_ref().map(|b| b.0.clone()),
-            host_veth: ep.host_veth.clone(),
-            mac: ep.pod_mac.clone(),
-            mtu,
-            ips: spec.addresses.iter().map(|a| pod_ip(&cfg.mode, a)).collect(),
-            gateways: ep.gateways.clone(),
-            routes: ep.pod_routes.iter().map(|(dst, gw)| RouteRecord { dst: *dst, gw: *gw }).collect(),
-            created_at: podnet_ipam::model::now_rfc3339(),
-        };
-        if let Err(e) = EndpointStore::new(&cfg.data_dir, &conf.name).write(&record) {
-            let _ = endpoint::teardown(&mut nl, &spec.host_veth);
-            undo_all(addresses);
-            return Err(e.into());
+            (Ok(_), Err(e)) => {
+                let _ = endpoint::teardown(&mut nl, &spec.host_veth);
+                Err(e)
+            }
+            (Err(e), allocated) => {
+                if let Ok((addresses, _)) = allocated {
+                    // A repeated ADD (addresses already held) keeps the earlier ADD's record too.
+                    if addresses.undo.is_some() {
+                        let _ = store.remove(&h);
+                    }
+                    addresses.undo();
+                    return Err(dataplane_error(e));
+                }
+                Err(allocated.err().expect("matched Err above"))
+            }
         }
-        let result = build_result(conf, &record, &ep);
-        tracing::info!(container = %h.container_id, ifname = %h.ifname, ips = ?record.ips, elapsed_us = started.elapsed().as_micros() as u64, "ADD");
-        Ok(result)
     }
 
     fn del(&self, env: &Env, conf: &NetConf) -> Result<(), CniError> {
@@ -220,6 +307,7 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
             host_veth: host_veth_name(&h.container_id, &h.ifname),
             ifname: h.ifname.clone(),
             mtu: 0,
+            pod_mac: None,
             addresses: ips.iter().map(|ip| PodAddress { address: ip.address, gateway: ip.gateway }).collect(),
         };
         let mut nl = netlink()?;

@@ -5,7 +5,7 @@ use super::ClusterStore;
 use crate::addr::{block_count, net_from_file_name, net_to_file_name, nth_block};
 use crate::config::Pool;
 use crate::error::IpamError;
-use crate::fsio::{atomic_write, ensure_dir, list, read_record, remove, remove_stale_temps, sync_dir, StoreLock, LOCK_WAIT};
+use crate::fsio::{atomic_write, ensure_dir, list_locked, read_record, remove, sync_dir, StoreLock, LOCK_WAIT};
 use crate::model::{now_rfc3339, BlockLease};
 use ipnet::IpNet;
 use std::collections::HashSet;
@@ -25,14 +25,12 @@ impl LocalStore {
     }
     fn lock(&self) -> Result<StoreLock, IpamError> {
         ensure_dir(&self.blocks_dir())?;
-        let l = StoreLock::acquire(&self.dir.join("lock"), LOCK_WAIT)?;
-        remove_stale_temps(&self.blocks_dir());
-        Ok(l)
+        StoreLock::acquire(&self.dir.join("lock"), LOCK_WAIT)
     }
     fn read_all(&self) -> Result<Vec<BlockLease>, IpamError> {
         let dir = self.blocks_dir();
         let mut out = Vec::new();
-        for name in list(&dir)? {
+        for name in list_locked(&dir)? {
             let path = dir.join(&name);
             let lease: BlockLease = read_record(&path)?;
             if net_from_file_name(&name) != Some(lease.block) {
@@ -53,7 +51,7 @@ impl ClusterStore for LocalStore {
     fn lease_block(&self, pool: &Pool, node: &str) -> Result<Option<BlockLease>, IpamError> {
         let _l = self.lock()?;
         // Names alone say which blocks are taken, so a lease costs no reads of other nodes' records.
-        let taken: HashSet<IpNet> = list(&self.blocks_dir())?.iter().filter_map(|n| net_from_file_name(n)).collect();
+        let taken: HashSet<IpNet> = list_locked(&self.blocks_dir())?.iter().filter_map(|n| net_from_file_name(n)).collect();
         let count = block_count(pool.cidr(), pool.block_len);
         let mut n: u128 = 0;
         while n < count {
