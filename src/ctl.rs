@@ -32,10 +32,10 @@ enum Cmd {
     Version,
 }
 
-/// The podnet plugin of a conflist: its network name and data directory.
+/// The podnet plugin of a conflist and its network name.
 pub struct Network {
     pub name: String,
-    pub data_dir: PathBuf,
+    pub plugin: Value,
 }
 
 pub fn load_network(path: &Path) -> Result<Network, String> {
@@ -50,8 +50,7 @@ pub fn load_network(path: &Path) -> Result<Network, String> {
         .into_iter()
         .find(|p| p.get("type").and_then(Value::as_str) == Some("podnet"))
         .ok_or_else(|| format!("{} has no plugin of type podnet", path.display()))?;
-    let data_dir = plugin.get("dataDir").and_then(Value::as_str).map(PathBuf::from).unwrap_or_else(podnet_plugin::default_data_dir);
-    Ok(Network { name: name.to_string(), data_dir })
+    Ok(Network { name: name.to_string(), plugin: plugin.clone() })
 }
 
 fn default_config() -> Result<PathBuf, String> {
@@ -89,7 +88,7 @@ fn run(cli: &Cli) -> Result<i32, String> {
                 None => default_config()?,
             };
             let net = load_network(&path)?;
-            let eps = podnet_plugin::endpoint_store(&net.data_dir, &net.name).list().map_err(|e| e.to_string())?;
+            let eps = podnet_plugin::endpoints(&net.plugin, &net.name)?;
             match cli.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({"network": net.name, "endpoints": eps})).expect("json")),
                 Output::Table => print!("{}", inspect_table(&eps)),

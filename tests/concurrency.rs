@@ -32,6 +32,6 @@ fn parallel_adds_get_distinct_addresses_and_parallel_dels_empty_the_store() {
         }
     });
     assert!(node.allocations().is_empty(), "left: {:?}", node.allocations());
-    assert!(node.endpoint_records().is_empty());
+    assert!(node.endpoints(&conf).is_empty());
     assert!(node.host_veths().is_empty());
 }

@@ -57,7 +57,7 @@ fn lifecycle(dataplane: &str) {
     let d = node.del("ctr-b", None, &conf);
     assert!(d.ok, "{}", d.raw);
     assert!(node.allocations().is_empty(), "left: {:?}", node.allocations());
-    assert!(node.endpoint_records().is_empty());
+    assert!(node.endpoints(&conf).is_empty());
     assert!(node.host_veths().is_empty(), "left: {:?}", node.host_veths());
 }
 

@@ -20,7 +20,7 @@ fn exhausted_pool_fails_with_code_100_and_leaves_nothing() {
     assert!(!b.links().contains(&"eth0".to_string()), "no interface in the failed pod");
     assert_eq!(node.allocations().len(), 1, "only the first pod's address");
     assert_eq!(node.host_veths().len(), 1);
-    assert_eq!(node.endpoint_records().len(), 1);
+    assert_eq!(node.endpoints(&conf).len(), 1);
 }
 
 #[test]
@@ -56,7 +56,7 @@ fn interface_name_taken_in_pod_rolls_back_the_allocation() {
     assert_eq!(e.code(), 4, "{}", e.raw);
     assert!(node.allocations().is_empty(), "the allocation is released");
     assert!(node.host_veths().is_empty());
-    assert!(node.endpoint_records().is_empty());
+    assert!(node.endpoints(&conf).is_empty());
 }
 
 #[test]

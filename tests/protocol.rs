@@ -64,7 +64,7 @@ fn status_and_gc() {
     assert_eq!(node.allocations().len(), 1);
     assert!(node.allocations()[0].ends_with("gc-0:eth0"));
     assert_eq!(node.host_veths().len(), 1, "GC removed the stale veths");
-    assert_eq!(node.endpoint_records(), vec!["gc-0:eth0".to_string()]);
+    assert_eq!(node.endpoints(&conf), vec!["gc-0:eth0".to_string()]);
     let mut gc_old = conf.clone();
     gc_old["cni.dev/attachments"] = json!([]);
     assert!(node.call_env(PODNET, "GC", &env, None, &gc_old).ok);

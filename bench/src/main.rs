@@ -22,11 +22,13 @@ struct Args {
     podnet_dir: PathBuf,
     reference_dir: PathBuf,
     json_out: Option<PathBuf>,
+    /// Keep the state and log directory for inspection.
+    keep: bool,
 }
 
 fn parse_args() -> Args {
     let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
-    let mut a = Args { pods: 200, churn_cycles: 400, workers: 8, rounds: 3, podnet_dir: exe_dir, reference_dir: "/usr/lib/cni".into(), json_out: None };
+    let mut a = Args { pods: 200, churn_cycles: 400, workers: 8, rounds: 3, podnet_dir: exe_dir, reference_dir: "/usr/lib/cni".into(), json_out: None, keep: false };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -39,8 +41,13 @@ fn parse_args() -> Args {
             "--podnet-dir" => a.podnet_dir = val().into(),
             "--reference-dir" => a.reference_dir = val().into(),
             "--json" => a.json_out = Some(val().into()),
+            "--keep" => {
+                a.keep = true;
+                i += 1;
+                continue;
+            }
             "-h" | "--help" => {
-                println!("podnet-bench [--pods 200] [--churn 400] [--workers 8] [--rounds 3] [--podnet-dir DIR] [--reference-dir /usr/lib/cni] [--json FILE]");
+                println!("podnet-bench [--pods 200] [--churn 400] [--workers 8] [--rounds 3] [--podnet-dir DIR] [--reference-dir /usr/lib/cni] [--json FILE] [--keep]");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other}")),
@@ -149,6 +156,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[derive(Default, Clone)]
 struct RoundResult {
+    version_p50: f64,
     add_p50: f64,
     add_p99: f64,
     del_p50: f64,
@@ -173,6 +181,13 @@ fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
     let cni_path = format!("{}:{}", a.podnet_dir.display(), a.reference_dir.display());
     let pods: Vec<Netns> = (0..a.pods.max(a.workers)).map(|i| Netns::new(format!("pnb-{tag}-{round}-{i}"))).collect();
     let mut r = RoundResult::default();
+
+    // VERSION: a plugin's fixed cost (exec, start-up, exit), the floor under every other verb.
+    let mut versions: Vec<f64> = (0..50)
+        .map(|_| call(&node_fd, &s.bin, "VERSION", "", None, br#"{"cniVersion":"1.0.0"}"#, &cni_path).elapsed.as_secs_f64() * 1000.0)
+        .collect();
+    versions.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    r.version_p50 = percentile(&versions, 0.5);
 
     let mut adds = Vec::new();
     for (i, p) in pods.iter().enumerate().take(a.pods) {
@@ -249,7 +264,7 @@ fn main() {
     let podnet_conf = |dataplane: &str, net: &str| {
         json!({
             "cniVersion": "1.0.0", "name": net, "type": "podnet", "dataplane": dataplane,
-            "dataDir": d.join("podnet"), "logFile": d.join("podnet.log"), "mtu": 1500,
+            "dataDir": d.join("podnet"), "logFile": d.join(format!("{net}.log")), "mtu": 1500,
             "ipam": {"type": "podnet-ipam", "node": "bench", "pools": [{"name": "bench", "cidr": "10.98.0.0/16", "blockSize": 24}]}
         })
     };
@@ -276,18 +291,19 @@ fn main() {
         // Interleave suites within each round so machine noise hits all of them alike.
         for (i, s) in suites.iter().enumerate() {
             let r = run_round(s, &a, round, &i.to_string());
-            eprintln!("round {round} {}: ADD p50 {:.2} ms, DEL p50 {:.2} ms, churn {:.0}/s", s.label, r.add_p50, r.del_p50, r.churn_per_s);
+            eprintln!("round {round} {}: VERSION p50 {:.2} ms, ADD p50 {:.2} ms, DEL p50 {:.2} ms, churn {:.0}/s", s.label, r.version_p50, r.add_p50, r.del_p50, r.churn_per_s);
             per_suite[i].push(r);
         }
     }
     let date = Command::new("date").arg("-u").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
     println!("Machine: {}; date {date}; {} sequential pods, churn {} ADD+DEL cycles with {} workers; median of {} rounds.\n", machine(), a.pods, a.churn_cycles, a.workers, a.rounds);
-    println!("| plugin | ADD p50 | ADD p99 | DEL p50 | DEL p99 | churn (pods/s) | peak RSS | failures | leaked veths | leaked addresses |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| plugin | VERSION p50 | ADD p50 | ADD p99 | DEL p50 | DEL p99 | churn (pods/s) | peak RSS | failures | leaked veths | leaked addresses |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut json_rows = Vec::new();
     for (s, rs) in suites.iter().zip(&per_suite) {
         let m = |f: fn(&RoundResult) -> f64| median(rs.iter().map(f).collect());
         let row = RoundResult {
+            version_p50: m(|r| r.version_p50),
             add_p50: m(|r| r.add_p50),
             add_p99: m(|r| r.add_p99),
             del_p50: m(|r| r.del_p50),
@@ -299,10 +315,10 @@ fn main() {
             leaked_addrs: rs.iter().map(|r| r.leaked_addrs).sum(),
         };
         println!(
-            "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {:.1} MiB | {} | {} | {} |",
-            s.label, row.add_p50, row.add_p99, row.del_p50, row.del_p99, row.churn_per_s, row.peak_rss_kib as f64 / 1024.0, row.failures, row.leaked_veths, row.leaked_addrs
+            "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {:.1} MiB | {} | {} | {} |",
+            s.label, row.version_p50, row.add_p50, row.add_p99, row.del_p50, row.del_p99, row.churn_per_s, row.peak_rss_kib as f64 / 1024.0, row.failures, row.leaked_veths, row.leaked_addrs
         );
-        json_rows.push(json!({"plugin": s.label, "addP50Ms": row.add_p50, "addP99Ms": row.add_p99, "delP50Ms": row.del_p50, "delP99Ms": row.del_p99,
+        json_rows.push(json!({"plugin": s.label, "versionP50Ms": row.version_p50, "addP50Ms": row.add_p50, "addP99Ms": row.add_p99, "delP50Ms": row.del_p50, "delP99Ms": row.del_p99,
             "churnPodsPerS": row.churn_per_s, "peakRssKiB": row.peak_rss_kib, "failures": row.failures, "leakedVeths": row.leaked_veths, "leakedAddresses": row.leaked_addrs}));
     }
     let ratio = per_suite[2].iter().map(|r| r.add_p50).sum::<f64>() / per_suite[0].iter().map(|r| r.add_p50).sum::<f64>();
@@ -312,5 +328,10 @@ fn main() {
         std::fs::write(p, serde_json::to_vec_pretty(&v).unwrap()).expect("writing --json");
     }
     let leaks: usize = per_suite.iter().flatten().map(|r| r.leaked_veths + r.leaked_addrs + r.failures).sum();
+    if a.keep {
+        eprintln!("state and logs kept in {}", dir.keep().display());
+    } else {
+        drop(dir); // process::exit skips destructors
+    }
     std::process::exit(if leaks == 0 { 0 } else { 1 });
 }

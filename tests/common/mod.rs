@@ -198,8 +198,23 @@ impl Node {
     pub fn allocations(&self) -> Vec<String> {
         list_dir(&self.data_dir().join("podnet/ipam/addrs"))
     }
-    pub fn endpoint_records(&self) -> Vec<String> {
-        list_dir(&self.data_dir().join("podnet/endpoints"))
+    /// Endpoints podnet knows for the network of `conf`, as `containerID:ifname`, read the way a
+    /// user does: `podnetctl -o json inspect`.
+    pub fn endpoints(&self, conf: &Value) -> Vec<String> {
+        let path = self.dir.path().join("inspect.conflist");
+        let list = json!({"cniVersion": conf["cniVersion"], "name": conf["name"], "plugins": [conf]});
+        std::fs::write(&path, serde_json::to_vec(&list).unwrap()).unwrap();
+        let out = Command::new(PODNETCTL).arg("--config").arg(&path).args(["-o", "json", "inspect"]).output().expect("podnetctl");
+        assert!(out.status.success(), "podnetctl inspect: {}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("inspect JSON");
+        let mut eps: Vec<String> = v["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| format!("{}:{}", e["containerId"].as_str().unwrap(), e["ifname"].as_str().unwrap()))
+            .collect();
+        eps.sort();
+        eps
     }
     /// Host veths podnet made in the node.
     pub fn host_veths(&self) -> Vec<String> {

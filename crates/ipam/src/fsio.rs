@@ -7,7 +7,7 @@ use nix::errno::Errno;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Temp files start with this; readers skip them and the lock holder removes stale ones.
@@ -30,18 +30,62 @@ pub fn sync_dir(dir: &Path) -> Result<(), IpamError> {
 
 /// Write `bytes` to `dir/name` so that after a crash the file holds either the old or the new content.
 pub fn atomic_write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), IpamError> {
-    let tmp = dir.join(format!("{TEMP_PREFIX}{}-{name}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, dir.join(name))
-    };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
-        return Err(IpamError::io(format!("writing {}", dir.join(name).display()), e));
+    let mut batch = Batch::default();
+    batch.put(dir, name, bytes.to_vec());
+    batch.commit()
+}
+
+/// Files made durable together, all or nothing: each goes write, fsync, rename; then each distinct
+/// directory is fsynced once (so a dual-stack ADD's two address files share one directory fsync).
+#[derive(Default)]
+pub struct Batch {
+    files: Vec<(PathBuf, String, Vec<u8>)>,
+}
+
+impl Batch {
+    pub fn put(&mut self, dir: &Path, name: &str, bytes: Vec<u8>) {
+        self.files.push((dir.to_path_buf(), name.to_string(), bytes));
     }
-    sync_dir(dir)
+
+    pub fn commit(self) -> Result<(), IpamError> {
+        let temp = |dir: &Path, name: &str| dir.join(format!("{TEMP_PREFIX}{}-{name}", std::process::id()));
+        let cleanup = |upto: usize, renamed: usize| {
+            for (i, (dir, name, _)) in self.files.iter().enumerate().take(upto) {
+                let _ = fs::remove_file(if i < renamed { dir.join(name) } else { temp(dir, name) });
+            }
+        };
+        let mut handles = Vec::with_capacity(self.files.len());
+        for (i, (dir, name, bytes)) in self.files.iter().enumerate() {
+            let opened = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(temp(dir, name));
+            let written = opened.and_then(|mut f| f.write_all(bytes).map(|_| f));
+            match written {
+                Ok(f) => handles.push(f),
+                Err(e) => {
+                    cleanup(i + 1, 0);
+                    return Err(IpamError::io(format!("writing {}", dir.join(name).display()), e));
+                }
+            }
+        }
+        for (i, f) in handles.iter().enumerate() {
+            if let Err(e) = f.sync_all() {
+                cleanup(self.files.len(), 0);
+                let (dir, name, _) = &self.files[i];
+                return Err(IpamError::io(format!("syncing {}", dir.join(name).display()), e));
+            }
+        }
+        for (i, (dir, name, _)) in self.files.iter().enumerate() {
+            if let Err(e) = fs::rename(temp(dir, name), dir.join(name)) {
+                cleanup(self.files.len(), i);
+                return Err(IpamError::io(format!("renaming into {}", dir.join(name).display()), e));
+            }
+        }
+        let mut dirs: Vec<&PathBuf> = self.files.iter().map(|(d, _, _)| d).collect();
+        dirs.dedup();
+        for d in dirs {
+            sync_dir(d)?;
+        }
+        Ok(())
+    }
 }
 
 /// Remove `dir/name`; a file already gone is fine (DEL is idempotent). The caller syncs the dir.

@@ -42,22 +42,24 @@ pub struct Pending<'a> {
 }
 
 impl Pending<'_> {
-    /// Write the picked addresses (temp, fsync, rename, fsync dir each) and release the lock.
+    /// Keep `attachment` with each picked address (see [`Allocation::attachment`]).
+    pub fn attach(&mut self, attachment: serde_json::Value) {
+        for a in &mut self.allocations {
+            a.attachment = Some(attachment.clone());
+        }
+    }
+
+    /// Write the picked addresses durably, all or nothing, and release the lock. A repeated ADD
+    /// (addresses already held) rewrites them with the new attachment.
     pub fn commit(self) -> Result<Allocated, IpamError> {
+        let node = &self.ipam.node;
+        let mut batch = fsio::Batch::default();
+        for a in &self.allocations {
+            node.stage(a, &mut batch);
+        }
+        batch.commit()?;
         if self.existing {
             return Ok(Allocated { allocations: self.allocations, existing: true });
-        }
-        let node = &self.ipam.node;
-        let mut written = Vec::new();
-        for a in &self.allocations {
-            match node.write(a) {
-                Ok(e) => written.push(e),
-                Err(err) => {
-                    // Leave nothing half-allocated: undo the families already written.
-                    let _ = node.remove(&written);
-                    return Err(err);
-                }
-            }
         }
         for a in &self.allocations {
             node.set_cursor(&a.pool, a.address.addr());
@@ -148,6 +150,7 @@ impl Ipam {
                 pod: pod.clone(),
                 node: self.cfg.node.clone(),
                 allocated_at: model::now_rfc3339(),
+                attachment: None,
             });
         }
         Ok(Pending { ipam: self, _lock: lock, allocations, existing: false })
@@ -211,6 +214,15 @@ impl Ipam {
         let stale: Vec<AddrEntry> = self.node.entries()?.into_iter().filter(|e| !keep.contains(&e.handle)).collect();
         self.node.remove(&stale)?;
         Ok(stale.into_iter().map(|e| (e.handle, e.ip)).collect())
+    }
+
+    /// Every handle holding an address.
+    pub fn handles(&self) -> Result<Vec<Handle>, IpamError> {
+        let _lock = self.node.lock()?;
+        let mut h: Vec<Handle> = self.node.entries()?.into_iter().map(|e| e.handle).collect();
+        h.sort();
+        h.dedup();
+        Ok(h)
     }
 
     /// Addresses `handle` holds now.

@@ -57,6 +57,10 @@ pub struct Allocation {
     pub pod: PodInfo,
     pub node: String,
     pub allocated_at: String,
+    /// What the caller keeps with the allocation (podnet: its endpoint record), so one durable
+    /// write serves both; opaque to IPAM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<serde_json::Value>,
 }
 
 /// A block leased to a node, as the cluster store and (as a cache) the node store record it.

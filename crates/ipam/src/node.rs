@@ -4,10 +4,11 @@
 
 use crate::addr::{net_from_file_name, net_to_file_name};
 use crate::error::IpamError;
-use crate::fsio::{atomic_write, encode_record, ensure_dir, list, list_locked, read_record, remove, sync_dir, StoreLock, LOCK_WAIT};
+use crate::fsio::{atomic_write, encode_record, Batch, ensure_dir, list, list_locked, read_record, remove, sync_dir, StoreLock, LOCK_WAIT};
 use crate::model::{Allocation, BlockLease, Handle};
 use ipnet::IpNet;
 use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// An address file, decoded from its name.
@@ -86,10 +87,11 @@ impl NodeStore {
         Ok(a)
     }
 
-    pub fn write(&self, a: &Allocation) -> Result<AddrEntry, IpamError> {
+    /// Add the allocation's file to `batch`; it exists once the batch commits.
+    pub fn stage(&self, a: &Allocation, batch: &mut Batch) -> AddrEntry {
         let file = AddrEntry::file_name(a.address.addr(), &a.handle);
-        atomic_write(&self.addrs_dir(), &file, &encode_record(a))?;
-        Ok(AddrEntry { ip: a.address.addr(), handle: a.handle.clone(), file })
+        batch.put(&self.addrs_dir(), &file, encode_record(a));
+        AddrEntry { ip: a.address.addr(), handle: a.handle.clone(), file }
     }
 
     /// Remove address files, then make the removal durable with one directory fsync.
@@ -126,8 +128,15 @@ impl NodeStore {
     pub fn cursor(&self, pool: &str) -> Option<IpAddr> {
         std::fs::read_to_string(self.cursor_dir().join(pool)).ok()?.trim().parse().ok()
     }
+    /// Overwritten in place at a fixed width, never truncated: a rewrite that allocated a new block
+    /// would have ext4 (data=ordered) flush it with the next allocation's journal commit.
     pub fn set_cursor(&self, pool: &str, ip: IpAddr) {
-        let _ = std::fs::write(self.cursor_dir().join(pool), ip.to_string());
+        use std::io::{Seek, Write};
+        let line = format!("{ip:<39}\n");
+        let f = std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(self.cursor_dir().join(pool));
+        if let Ok(mut f) = f {
+            let _ = f.seek(std::io::SeekFrom::Start(0)).and_then(|_| f.write_all(line.as_bytes()));
+        }
     }
 }
 

@@ -101,15 +101,14 @@ fn delegate_allocate(cfg: &PluginConfig, env: &Env, conf: &NetConf) -> Result<Ad
     Ok(Addresses { list, undo })
 }
 
-/// ADD's IPAM half: allocate, hand the addresses to `picked` as soon as they are chosen, and write
-/// the endpoint record. With the in-process IPAM the record is written while the allocation is made
-/// durable, so their fsyncs share journal commits.
+/// ADD's IPAM half: allocate, hand the addresses to `picked` as soon as they are chosen, and record
+/// the endpoint: with the in-process IPAM inside the allocation itself, else in an endpoint file.
 fn allocate_and_record(
     cfg: &PluginConfig,
     env: &Env,
     conf: &NetConf,
     store: &EndpointStore,
-    make_record: impl Fn(&[PodAddress]) -> EndpointRecord + Sync,
+    make_record: impl Fn(&[PodAddress]) -> EndpointRecord,
     picked: std::sync::mpsc::Sender<Vec<PodAddress>>,
 ) -> Result<(Addresses, EndpointRecord), CniError> {
     let h = handle(env);
@@ -124,41 +123,25 @@ fn allocate_and_record(
         return Ok((addresses, record));
     }
     let ipam = open_ipam(cfg, conf)?;
-    let pending = ipam.reserve(&h, &pod_info(env))?;
+    let mut pending = ipam.reserve(&h, &pod_info(env))?;
     let list: Vec<PodAddress> = pending.allocations.iter().map(|a| PodAddress { address: a.address, gateway: a.gateway }).collect();
     // The kernel thread may configure the pod now; the ADD succeeds only if the commit does too.
     let _ = picked.send(list.clone());
     let record = make_record(&list);
-    let (committed, written) = std::thread::scope(|s| {
-        let written = s.spawn(|| store.write(&record));
-        (pending.commit(), written.join().expect("record write does not panic"))
-    });
-    match (committed, written) {
-        (Ok(got), Ok(())) => {
-            let undo: Option<Box<dyn FnOnce()>> = if got.existing {
-                None
-            } else {
-                Some(Box::new(move || {
-                    if let Err(e) = ipam.release(&h) {
-                        tracing::error!("releasing {} after a failed ADD: {e}", h.key());
-                    }
-                }))
-            };
-            Ok((Addresses { list, undo }, record))
-        }
-        (Ok(got), Err(e)) => {
-            if !got.existing {
-                let _ = ipam.release(&h);
+    // The endpoint record rides in the allocation's own file: one durable write (each fsync
+    // costs a device flush here, so the count of fsyncs is the ADD's cost).
+    pending.attach(serde_json::to_value(&record).expect("records serialize"));
+    let got = pending.commit()?;
+    let undo: Option<Box<dyn FnOnce()>> = if got.existing {
+        None
+    } else {
+        Some(Box::new(move || {
+            if let Err(e) = ipam.release(&h) {
+                tracing::error!("releasing {} after a failed ADD: {e}", h.key());
             }
-            Err(e.into())
-        }
-        (Err(e), written) => {
-            if written.is_ok() {
-                let _ = store.remove(&h);
-            }
-            Err(e.into())
-        }
-    }
+        }))
+    };
+    Ok((Addresses { list, undo }, record))
 }
 
 impl podnet_cni::skel::Plugin for PodnetPlugin {
@@ -224,22 +207,30 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
             let kernel = s.spawn(move || {
                 let mut nl = Netlink::open().map_err(|e| DataplaneError::Invalid(format!("opening a netlink socket: {e}")))?;
                 let links = endpoint::create_links(&mut nl, netns, spec)?;
+                let links_us = started.elapsed().as_micros() as u64;
                 let Ok(addresses) = picked_rx.recv() else {
                     // IPAM failed; its error is the one reported.
                     let _ = endpoint::teardown(&mut nl, &spec.host_veth);
                     return Err(DataplaneError::Invalid("IPAM allocation failed".into()));
                 };
                 let spec = EndpointSpec { addresses, ..spec.clone() };
-                endpoint::configure(&mut nl, &spec, links).inspect_err(|_| {
+                let ep = endpoint::configure(&mut nl, &spec, links).inspect_err(|_| {
                     let _ = endpoint::teardown(&mut nl, &spec.host_veth);
-                })
+                })?;
+                Ok((ep, links_us, started.elapsed().as_micros() as u64))
             });
             let allocated = allocate_and_record(&cfg, env, conf, &store, make_record, picked_tx);
-            (kernel.join().expect("the kernel thread does not panic"), allocated)
+            let ipam_us = started.elapsed().as_micros() as u64;
+            (kernel.join().expect("the kernel thread does not panic"), allocated.map(|a| (a, ipam_us)))
+        });
+        let allocated = allocated.map(|(a, ipam_us)| {
+            tracing::debug!(ipam_us, "ADD: addresses committed and endpoint recorded");
+            a
         });
         match (kernel, allocated) {
-            (Ok(ep), Ok((_, record))) => {
+            (Ok((ep, links_us, configured_us)), Ok((_, record))) => {
                 let result = build_result(conf, &record, &ep);
+                tracing::debug!(links_us, configured_us, "ADD: veth pair built, pod configured");
                 tracing::info!(container = %h.container_id, ifname = %h.ifname, ips = ?record.ips, elapsed_us = started.elapsed().as_micros() as u64, "ADD");
                 Ok(result)
             }
@@ -339,27 +330,31 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
             .map(|a| Handle::new(&a.container_id, &a.ifname))
             .collect();
         let mut errors = Vec::new();
-        // Dataplane first: an attachment's veth goes before its address can be handed out again.
         let store = EndpointStore::new(&cfg.data_dir, &conf.name);
+        let ipam = if cfg.ipam_in_process { Some(open_ipam(&cfg, conf)?) } else { None };
+        let mut stale: HashSet<Handle> = store.handles()?.into_iter().filter(|h| !keep.contains(h)).collect();
+        if let Some(ipam) = &ipam {
+            stale.extend(ipam.handles()?.into_iter().filter(|h| !keep.contains(h)));
+        }
+        // Dataplane first: an attachment's veth goes before its address can be handed out again.
         let mut nl = netlink()?;
-        for h in store.handles()?.into_iter().filter(|h| !keep.contains(h)) {
+        for h in &stale {
             if let Err(e) = endpoint::teardown(&mut nl, &host_veth_name(&h.container_id, &h.ifname)) {
                 errors.push(e.to_string());
-                continue;
-            }
-            if let Err(e) = store.remove(&h) {
+            } else if let Err(e) = store.remove(h) {
                 errors.push(e.to_string());
             }
         }
-        if cfg.ipam_in_process {
-            match open_ipam(&cfg, conf)?.gc(&keep) {
+        match &ipam {
+            Some(ipam) => match ipam.gc(&keep) {
                 Ok(released) => tracing::info!(released = released.len(), "GC"),
                 Err(e) => errors.push(e.to_string()),
-            }
-        } else {
-            let plugin = delegate::find_plugin(cfg.ipam["type"].as_str().unwrap_or_default(), &env.path)?;
-            if let Err(e) = delegate::exec(&plugin, "GC", &serde_json::to_vec(&conf.raw).expect("config serializes")) {
-                errors.push(e.to_string());
+            },
+            None => {
+                let plugin = delegate::find_plugin(cfg.ipam["type"].as_str().unwrap_or_default(), &env.path)?;
+                if let Err(e) = delegate::exec(&plugin, "GC", &serde_json::to_vec(&conf.raw).expect("config serializes")) {
+                    errors.push(e.to_string());
+                }
             }
         }
         if errors.is_empty() {
@@ -412,9 +407,26 @@ fn gateway_per_ip(rec: &EndpointRecord) -> Vec<Option<std::net::IpAddr>> {
     rec.ips.iter().map(|ip| rec.gateways.iter().find(|g| g.is_ipv4() == ip.addr().is_ipv4()).copied()).collect()
 }
 
-/// Where a network's state lives, for `podnetctl`.
-pub fn endpoint_store(data_dir: &std::path::Path, network: &str) -> EndpointStore {
-    EndpointStore::new(data_dir, network)
+/// Every endpoint of a network, for `podnetctl inspect`: those recorded with their allocation
+/// (in-process IPAM) and those in endpoint files (exec'd IPAM). `plugin` is the conflist's
+/// podnet plugin object. A corrupt record is an error naming its file.
+pub fn endpoints(plugin: &serde_json::Value, network: &str) -> Result<Vec<EndpointRecord>, String> {
+    let data_dir = plugin.get("dataDir").and_then(serde_json::Value::as_str).map(PathBuf::from).unwrap_or_else(default_data_dir);
+    let mut out = EndpointStore::new(&data_dir, network).list().map_err(|e| e.to_string())?;
+    let ipam = plugin.get("ipam").cloned().unwrap_or_default();
+    if ipam.get("type").and_then(serde_json::Value::as_str) == Some("podnet-ipam") {
+        let cfg = IpamConfig::parse(&ipam, Some(&data_dir)).map_err(|e| e.to_string())?;
+        let mut seen = HashSet::new();
+        for a in Ipam::new(cfg, network, Reservation::None).allocations().map_err(|e| e.to_string())? {
+            if let Some(att) = a.attachment {
+                if seen.insert(a.handle.clone()) {
+                    out.push(serde_json::from_value(att).map_err(|e| format!("endpoint of {} does not decode: {e}", a.handle.key()))?);
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.container_id.cmp(&b.container_id)));
+    Ok(out)
 }
 
 pub fn default_data_dir() -> PathBuf {

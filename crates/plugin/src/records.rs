@@ -2,7 +2,7 @@
 //! by ADD and removed by DEL (never one shared file rewritten on every ADD). `podnetctl inspect`
 //! and GC read them.
 
-use podnet_ipam::fsio::{atomic_write, encode_record, ensure_dir, list, read_record, remove, sync_dir};
+use podnet_ipam::fsio::{encode_record, ensure_dir, list, read_record, remove, sync_dir, Batch};
 use podnet_ipam::{Handle, IpamError, PodInfo};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -51,8 +51,16 @@ impl EndpointStore {
     }
 
     pub fn write(&self, rec: &EndpointRecord) -> Result<(), IpamError> {
+        let mut batch = Batch::default();
+        self.stage(rec, &mut batch)?;
+        batch.commit()
+    }
+
+    /// Add the record to `batch` (e.g. IPAM's commit), so it becomes durable with it.
+    pub fn stage(&self, rec: &EndpointRecord, batch: &mut Batch) -> Result<(), IpamError> {
         ensure_dir(&self.dir)?;
-        atomic_write(&self.dir, &rec.handle().key(), &encode_record(rec))
+        batch.put(&self.dir, &rec.handle().key(), encode_record(rec));
+        Ok(())
     }
 
     pub fn remove(&self, handle: &Handle) -> Result<(), IpamError> {
