@@ -127,6 +127,7 @@ fn call(node: &File, bin: &Path, command: &str, cid: &str, pod: Option<&Path>, c
         cmd.pre_exec(move || if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
     }
     let started = Instant::now();
+    #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also reports peak RSS
     let mut child = cmd.spawn().expect("spawn plugin");
     child.stdin.take().unwrap().write_all(conf).ok();
     let mut status = 0;

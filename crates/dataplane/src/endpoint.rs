@@ -1,5 +1,7 @@
 //! A pod's endpoint: the veth pair, its addresses and routes, for the bridge and routed dataplanes.
-//! `setup` undoes its own work when a step fails; `teardown` is idempotent; `check` lists drift.
+//! `create_links` then `configure` build it (`create_links` undoes its own work when a step fails;
+//! after a failed `configure` the caller tears the links down); `teardown` is idempotent; `check`
+//! lists drift.
 
 use crate::netlink::{format_mac, Link, NlError, Netlink, VethSpec};
 use crate::netns::{NetNs, NetNsError};
@@ -43,7 +45,7 @@ pub struct EndpointSpec {
     pub addresses: Vec<PodAddress>,
 }
 
-/// What `setup` built, for the CNI result and the endpoint record.
+/// What `configure` built, for the CNI result.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub host_veth: String,
@@ -171,14 +173,6 @@ pub struct Links {
 pub fn pod_mac(container_id: &str, ifname: &str) -> [u8; 6] {
     let d = Sha256::digest(format!("podnet-pod:{container_id}:{ifname}").as_bytes());
     [(d[0] & 0xfe) | 0x02, d[1], d[2], d[3], d[4], d[5]]
-}
-
-/// Build the endpoint: [`create_links`] then [`configure`]. On failure nothing is left behind.
-pub fn setup(nl: &mut Netlink, netns: &NetNs, spec: &EndpointSpec) -> Result<Endpoint> {
-    let links = create_links(nl, netns, spec)?;
-    configure(nl, spec, links).inspect_err(|_| {
-        let _ = nl.delete_link(&spec.host_veth);
-    })
 }
 
 /// Create the veth pair with its peer born in the pod (and the bridge, in bridge mode). Addresses

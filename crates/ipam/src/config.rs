@@ -291,7 +291,7 @@ fn validate_pool(p: PoolConfig) -> Result<Pool, IpamError> {
     for e in &p.exclude {
         let net = e
             .parse::<IpNet>()
-            .or_else(|_| e.parse::<IpAddr>().map(|ip| host(ip)))
+            .or_else(|_| e.parse::<IpAddr>().map(host))
             .map_err(|_| field("exclude", format!("{e:?} is neither an address nor a CIDR")))?;
         if !cidr.contains(&net.network()) {
             return Err(field("exclude", format!("{e} is outside {cidr}")));

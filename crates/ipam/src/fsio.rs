@@ -37,6 +37,7 @@ pub fn atomic_write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), IpamErro
 
 /// Files made durable together, all or nothing: each goes write, fsync, rename; then each distinct
 /// directory is fsynced once (so a dual-stack ADD's two address files share one directory fsync).
+/// [`Batch::publish`] and [`Published::sync`] split the two steps for callers that overlap work.
 #[derive(Default)]
 pub struct Batch {
     files: Vec<(PathBuf, String, Vec<u8>)>,
@@ -48,6 +49,13 @@ impl Batch {
     }
 
     pub fn commit(self) -> Result<(), IpamError> {
+        self.publish()?.sync()
+    }
+
+    /// Write, fsync and rename every file: each is then complete and visible to every process
+    /// (a kill -9 from here on cannot lose it), but a power cut may still undo the renames until
+    /// [`Published::sync`] has fsynced their directories.
+    pub fn publish(self) -> Result<Published, IpamError> {
         let temp = |dir: &Path, name: &str| dir.join(format!("{TEMP_PREFIX}{}-{name}", std::process::id()));
         let cleanup = |upto: usize, renamed: usize| {
             for (i, (dir, name, _)) in self.files.iter().enumerate().take(upto) {
@@ -79,9 +87,20 @@ impl Batch {
                 return Err(IpamError::io(format!("renaming into {}", dir.join(name).display()), e));
             }
         }
-        let mut dirs: Vec<&PathBuf> = self.files.iter().map(|(d, _, _)| d).collect();
+        let mut dirs: Vec<PathBuf> = self.files.into_iter().map(|(d, _, _)| d).collect();
         dirs.dedup();
-        for d in dirs {
+        Ok(Published { dirs })
+    }
+}
+
+/// Files renamed into place whose directories still need an fsync.
+pub struct Published {
+    dirs: Vec<PathBuf>,
+}
+
+impl Published {
+    pub fn sync(self) -> Result<(), IpamError> {
+        for d in &self.dirs {
             sync_dir(d)?;
         }
         Ok(())

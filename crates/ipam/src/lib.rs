@@ -41,7 +41,7 @@ pub struct Pending<'a> {
     pub existing: bool,
 }
 
-impl Pending<'_> {
+impl<'a> Pending<'a> {
     /// Keep `attachment` with each picked address (see [`Allocation::attachment`]).
     pub fn attach(&mut self, attachment: serde_json::Value) {
         for a in &mut self.allocations {
@@ -49,22 +49,52 @@ impl Pending<'_> {
         }
     }
 
-    /// Write the picked addresses durably, all or nothing, and release the lock. A repeated ADD
-    /// (addresses already held) rewrites them with the new attachment.
+    /// Write the picked addresses durably, all or nothing, and release the lock.
     pub fn commit(self) -> Result<Allocated, IpamError> {
+        self.publish()?.finish()
+    }
+
+    /// First half of [`Pending::commit`]: the address files are written, fsynced and renamed into
+    /// place, so every other process sees the addresses as taken (a kill -9 from here on cannot free
+    /// an address a pod already carries). Only the directory fsync is left for [`Published::finish`]:
+    /// callers may configure the pod in between. A repeated ADD (addresses already held) rewrites
+    /// them with the new attachment.
+    pub fn publish(self) -> Result<Published<'a>, IpamError> {
         let node = &self.ipam.node;
         let mut batch = fsio::Batch::default();
-        for a in &self.allocations {
-            node.stage(a, &mut batch);
+        let entries: Vec<AddrEntry> = self.allocations.iter().map(|a| node.stage(a, &mut batch)).collect();
+        let files = batch.publish()?;
+        Ok(Published { ipam: self.ipam, _lock: self._lock, allocations: self.allocations, existing: self.existing, entries, files })
+    }
+}
+
+/// Addresses written and visible, their directory not yet fsynced; see [`Pending::publish`].
+pub struct Published<'a> {
+    ipam: &'a Ipam,
+    _lock: fsio::StoreLock,
+    pub allocations: Vec<Allocation>,
+    pub existing: bool,
+    entries: Vec<AddrEntry>,
+    files: fsio::Published,
+}
+
+impl Published<'_> {
+    /// Make the addresses durable and release the lock. On error they are removed again (unless a
+    /// repeated ADD found them already held).
+    pub fn finish(self) -> Result<Allocated, IpamError> {
+        let node = &self.ipam.node;
+        if let Err(e) = self.files.sync() {
+            if !self.existing {
+                let _ = node.remove(&self.entries);
+            }
+            return Err(e);
         }
-        batch.commit()?;
-        if self.existing {
-            return Ok(Allocated { allocations: self.allocations, existing: true });
+        if !self.existing {
+            for a in &self.allocations {
+                node.set_cursor(&a.pool, a.address.addr());
+            }
         }
-        for a in &self.allocations {
-            node.set_cursor(&a.pool, a.address.addr());
-        }
-        Ok(Allocated { allocations: self.allocations, existing: false })
+        Ok(Allocated { allocations: self.allocations, existing: self.existing })
     }
 }
 
@@ -263,5 +293,133 @@ impl Ipam {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ipam(dir: &std::path::Path, pools: serde_json::Value, reservation: Reservation) -> Ipam {
+        let cfg = IpamConfig::parse(&json!({"type": "podnet-ipam", "node": "n1", "pools": pools}), Some(dir)).unwrap();
+        Ipam::new(cfg, "net", reservation)
+    }
+
+    fn pod(ns: &str) -> PodInfo {
+        PodInfo { namespace: Some(ns.into()), ..Default::default() }
+    }
+
+    #[test]
+    fn overlay_leases_blocks_as_they_fill_and_releases_by_handle() {
+        let d = tempfile::tempdir().unwrap();
+        // /30 blocks on a bridge keep network, gateway and broadcast: one pod per block.
+        let ipam = ipam(d.path(), json!([{"name": "p", "cidr": "10.1.0.0/28", "blockSize": 30}]), Reservation::GatewayPerBlock);
+        let mut got = Vec::new();
+        for i in 0..4 {
+            let a = ipam.allocate(&Handle::new(&format!("c{i}"), "eth0"), &pod("default")).unwrap();
+            assert!(!a.existing);
+            got.push(a.allocations[0].address.to_string());
+        }
+        assert_eq!(got, ["10.1.0.2/30", "10.1.0.6/30", "10.1.0.10/30", "10.1.0.14/30"]);
+        assert_eq!(ipam.cluster().leases().unwrap().len(), 4);
+        let e = ipam.allocate(&Handle::new("c4", "eth0"), &pod("default")).unwrap_err();
+        assert!(matches!(e, IpamError::Exhausted(_)), "{e}");
+        assert!(e.to_string().contains("p (10.1.0.0/28)") && e.to_string().contains("n1"));
+        // Release is by handle and idempotent; the address is free again.
+        assert_eq!(ipam.release(&Handle::new("c1", "eth0")).unwrap().len(), 1);
+        assert!(ipam.release(&Handle::new("c1", "eth0")).unwrap().is_empty());
+        let again = ipam.allocate(&Handle::new("c5", "eth0"), &pod("default")).unwrap();
+        assert_eq!(again.allocations[0].address.to_string(), "10.1.0.6/30");
+    }
+
+    #[test]
+    fn a_repeated_add_gets_what_the_handle_holds() {
+        let d = tempfile::tempdir().unwrap();
+        let ipam = ipam(d.path(), json!([{"name": "p", "cidr": "10.1.0.0/24", "blockSize": 26}]), Reservation::None);
+        let h = Handle::new("c", "eth0");
+        let first = ipam.allocate(&h, &pod("a")).unwrap();
+        let second = ipam.allocate(&h, &pod("a")).unwrap();
+        assert!(second.existing);
+        assert_eq!(first.allocations[0].address, second.allocations[0].address);
+        assert_eq!(ipam.allocations().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn dual_stack_and_namespace_pools() {
+        let d = tempfile::tempdir().unwrap();
+        let ipam = ipam(
+            d.path(),
+            json!([
+                {"name": "team", "cidr": "10.9.0.0/24", "source": "range", "namespaces": ["team-a"]},
+                {"name": "v4", "cidr": "10.1.0.0/16", "blockSize": 24},
+                {"name": "v6", "cidr": "fd00::/56", "blockSize": 120}
+            ]),
+            Reservation::GatewayPerBlock,
+        );
+        let a = ipam.allocate(&Handle::new("a", "eth0"), &pod("team-a")).unwrap();
+        let pools: Vec<&str> = a.allocations.iter().map(|x| x.pool.as_str()).collect();
+        assert_eq!(pools, ["team", "v6"], "restricted pool first, one address per family");
+        assert_eq!(a.allocations[0].gateway, Some("10.9.0.1".parse().unwrap()));
+        let b = ipam.allocate(&Handle::new("b", "eth0"), &pod("other")).unwrap();
+        let pools: Vec<&str> = b.allocations.iter().map(|x| x.pool.as_str()).collect();
+        assert_eq!(pools, ["v4", "v6"], "a namespace no restricted pool lists never gets one");
+        assert_eq!(b.allocations[1].address.to_string(), "fd00::3/120");
+    }
+
+    #[test]
+    fn a_namespace_with_no_pool_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let ipam = ipam(d.path(), json!([{"name": "team", "cidr": "10.9.0.0/24", "namespaces": ["team-a"]}]), Reservation::None);
+        assert!(matches!(ipam.allocate(&Handle::new("a", "eth0"), &pod("b")), Err(IpamError::NoEligiblePool(_))));
+        let d2 = tempfile::tempdir().unwrap();
+        let disabled = ipam_disabled(d2.path());
+        assert!(matches!(disabled.allocate(&Handle::new("a", "eth0"), &pod("b")), Err(IpamError::NoEligiblePool(_))));
+    }
+
+    fn ipam_disabled(dir: &std::path::Path) -> Ipam {
+        ipam(dir, json!([{"name": "p", "cidr": "10.9.0.0/24", "disabled": true}]), Reservation::None)
+    }
+
+    #[test]
+    fn gc_keeps_only_valid_handles_and_publish_is_visible_before_finish() {
+        let d = tempfile::tempdir().unwrap();
+        let ipam = ipam(d.path(), json!([{"name": "p", "cidr": "10.1.0.0/24", "blockSize": 26}]), Reservation::None);
+        for c in ["a", "b", "c"] {
+            ipam.allocate(&Handle::new(c, "eth0"), &pod("x")).unwrap();
+        }
+        let keep: HashSet<Handle> = [Handle::new("b", "eth0")].into_iter().collect();
+        assert_eq!(ipam.gc(&keep).unwrap().len(), 2);
+        assert_eq!(ipam.handles().unwrap(), vec![Handle::new("b", "eth0")]);
+        // After publish the file exists (another process sees the address taken) before finish.
+        let mut pending = ipam.reserve(&Handle::new("d", "eth0"), &pod("x")).unwrap();
+        pending.attach(json!({"endpoint": 1}));
+        let published = pending.publish().unwrap();
+        assert_eq!(list_dir_names(&d.path().join("net/ipam/addrs")).len(), 2);
+        published.finish().unwrap();
+        let d_alloc = ipam.allocations().unwrap().into_iter().find(|a| a.handle.container_id == "d").unwrap();
+        assert_eq!(d_alloc.attachment, Some(json!({"endpoint": 1})));
+        // A reservation dropped without commit writes nothing.
+        drop(ipam.reserve(&Handle::new("e", "eth0"), &pod("x")).unwrap());
+        assert_eq!(ipam.handles().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_reported_never_read_as_empty() {
+        let d = tempfile::tempdir().unwrap();
+        let ipam = ipam(d.path(), json!([{"name": "p", "cidr": "10.1.0.0/24", "blockSize": 26}]), Reservation::None);
+        ipam.allocate(&Handle::new("a", "eth0"), &pod("x")).unwrap();
+        let dir = d.path().join("net/ipam/addrs");
+        let f = dir.join(&list_dir_names(&dir)[0]);
+        std::fs::write(&f, [0u8; 40]).unwrap();
+        assert!(matches!(ipam.allocations(), Err(IpamError::Corrupt { .. })));
+        assert!(matches!(ipam.status(), Err(IpamError::Corrupt { .. })));
+        // The address stays taken: allocation reads names only.
+        let b = ipam.allocate(&Handle::new("b", "eth0"), &pod("x")).unwrap();
+        assert_ne!(b.allocations[0].address.addr(), "10.1.0.0".parse::<IpAddr>().unwrap());
+    }
+
+    fn list_dir_names(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect()
     }
 }

@@ -83,3 +83,45 @@ pub fn log_settings(conf: &NetConf) -> (PathBuf, String) {
     let level = conf.raw.get("logLevel").and_then(Value::as_str).unwrap_or("info");
     (PathBuf::from(file), level.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(extra: Value) -> Result<PluginConfig, CniError> {
+        let mut v = json!({"cniVersion": "1.0.0", "name": "n", "type": "podnet", "ipam": {"type": "podnet-ipam"}});
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        PluginConfig::parse(&NetConf::parse(&serde_json::to_vec(&v).unwrap()).unwrap())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(json!({})).unwrap();
+        assert_eq!(c.mode, Mode::Bridge { bridge: "podnet0".into(), hairpin: false });
+        assert_eq!((c.mtu, c.ipam_in_process), (None, true));
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/podnet"));
+        let r = parse(json!({"dataplane": "routed", "mtu": 9000, "ipam": {"type": "host-local"}})).unwrap();
+        assert_eq!((r.mode, r.mtu, r.ipam_in_process), (Mode::Routed, Some(9000), false));
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        for (extra, code, needle) in [
+            (json!({"dataplane": "vxlan"}), 7, "dataplane"),
+            (json!({"dataplane": "routed", "hairpinMode": true}), 7, "hairpinMode"),
+            (json!({"hairpinMode": "yes"}), 7, "hairpinMode"),
+            (json!({"mtu": 70000}), 7, "mtu"),
+            (json!({"bridge": "averyveryverylongbridge"}), 7, "bridge"),
+            (json!({"ipam": {"type": "../evil"}}), 7, "ipam.type"),
+            (json!({"ipam": {}}), 7, "ipam.type"),
+            (json!({"colour": 1}), 2, "colour"),
+        ] {
+            let e = parse(extra.clone()).unwrap_err();
+            assert_eq!(e.code, code, "{extra}: {e}");
+            assert!(e.msg.contains(needle), "{extra}: {e}");
+        }
+    }
+}

@@ -125,13 +125,16 @@ fn allocate_and_record(
     let ipam = open_ipam(cfg, conf)?;
     let mut pending = ipam.reserve(&h, &pod_info(env))?;
     let list: Vec<PodAddress> = pending.allocations.iter().map(|a| PodAddress { address: a.address, gateway: a.gateway }).collect();
-    // The kernel thread may configure the pod now; the ADD succeeds only if the commit does too.
-    let _ = picked.send(list.clone());
     let record = make_record(&list);
     // The endpoint record rides in the allocation's own file: one durable write (each fsync
     // costs a device flush here, so the count of fsyncs is the ADD's cost).
     pending.attach(serde_json::to_value(&record).expect("records serialize"));
-    let got = pending.commit()?;
+    let published = pending.publish()?;
+    // The addresses are now recorded where every process sees them, so the pod may carry them
+    // (configuring it earlier would let a kill -9 free an address a pod already has). Only the
+    // directory fsync still overlaps the kernel work; the ADD succeeds only if it succeeds too.
+    let _ = picked.send(list.clone());
+    let got = published.finish()?;
     let undo: Option<Box<dyn FnOnce()>> = if got.existing {
         None
     } else {

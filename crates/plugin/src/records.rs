@@ -1,8 +1,9 @@
-//! Endpoint records: one file per attachment under `<dataDir>/<network>/endpoints/`, written once
-//! by ADD and removed by DEL (never one shared file rewritten on every ADD). `podnetctl inspect`
-//! and GC read them.
+//! Endpoint records: what ADD built for an attachment, for `podnetctl inspect` and GC. With the
+//! in-process IPAM a record rides inside the attachment's allocation file (one durable write per
+//! ADD); with an exec'd IPAM plugin it is a file of its own under `<dataDir>/<network>/endpoints/`.
+//! Either way one file per attachment, never one shared file rewritten on every ADD.
 
-use podnet_ipam::fsio::{encode_record, ensure_dir, list, read_record, remove, sync_dir, Batch};
+use podnet_ipam::fsio::{atomic_write, encode_record, ensure_dir, list, read_record, remove, sync_dir};
 use podnet_ipam::{Handle, IpamError, PodInfo};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -51,16 +52,8 @@ impl EndpointStore {
     }
 
     pub fn write(&self, rec: &EndpointRecord) -> Result<(), IpamError> {
-        let mut batch = Batch::default();
-        self.stage(rec, &mut batch)?;
-        batch.commit()
-    }
-
-    /// Add the record to `batch` (e.g. IPAM's commit), so it becomes durable with it.
-    pub fn stage(&self, rec: &EndpointRecord, batch: &mut Batch) -> Result<(), IpamError> {
         ensure_dir(&self.dir)?;
-        batch.put(&self.dir, &rec.handle().key(), encode_record(rec));
-        Ok(())
+        atomic_write(&self.dir, &rec.handle().key(), &encode_record(rec))
     }
 
     pub fn remove(&self, handle: &Handle) -> Result<(), IpamError> {
@@ -68,14 +61,6 @@ impl EndpointStore {
             sync_dir(&self.dir)?;
         }
         Ok(())
-    }
-
-    pub fn get(&self, handle: &Handle) -> Result<Option<EndpointRecord>, IpamError> {
-        let path = self.dir.join(handle.key());
-        if !path.exists() {
-            return Ok(None);
-        }
-        read_record(&path).map(Some)
     }
 
     /// Every record; a corrupt one is an error naming its file.
