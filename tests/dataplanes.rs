@@ -135,3 +135,35 @@ fn check_reports_a_missing_route_and_a_missing_veth() {
         assert!(node.allocations().is_empty());
     }
 }
+
+#[test]
+fn dual_stack_pods_reach_each_other_over_ipv4_and_ipv6_in_both_dataplanes() {
+    for dataplane in ["bridge", "routed"] {
+        let node = Node::new();
+        let conf = node.podnet_conf(json!({"dataplane": dataplane, "ipam": {"pools": [
+            {"name": "v4", "cidr": "10.244.0.0/16", "blockSize": 24},
+            {"name": "v6", "cidr": "fd00:10:244::/56", "blockSize": 120}]}}));
+        let (a, b) = (Netns::new("a6"), Netns::new("b6"));
+        let ra = node.add("ds-a", &a, &conf).must();
+        let rb = node.add("ds-b", &b, &conf).must();
+        let v6 = |r: &serde_json::Value| r["ips"].as_array().unwrap().iter().find_map(|i| i["address"].as_str().filter(|s| s.contains(':'))).unwrap().split('/').next().unwrap().to_string();
+        assert_eq!(ra["ips"].as_array().unwrap().len(), 2, "{dataplane}: one address per family");
+        assert_eq!(ra["routes"].as_array().unwrap().len(), 2, "{dataplane}: a default route per family");
+        let (a6, b6) = (v6(&ra), v6(&rb));
+        assert!(a.ping(&b6), "{dataplane}: {a6} cannot reach {b6}");
+        assert!(b.ping(&a6), "{dataplane}: {b6} cannot reach {a6}");
+        assert!(a.ping(&result_ip(&rb)), "{dataplane}: IPv4 between dual-stack pods");
+        if dataplane == "routed" {
+            assert!(ra["ips"][1]["address"].as_str().unwrap().ends_with("/128"));
+            assert_eq!(ra["ips"][1]["gateway"], "fe80::ecee:eeff:feee:eeee");
+        }
+        let mut check = conf.clone();
+        check["prevResult"] = ra.clone();
+        let c = node.call(PODNET, "CHECK", "ds-a", Some(&a.path()), "eth0", &check);
+        assert!(c.ok, "{dataplane}: {}", c.raw);
+        for (cid, ns) in [("ds-a", &a), ("ds-b", &b)] {
+            assert!(node.del(cid, Some(ns), &conf).ok);
+        }
+        assert!(node.allocations().is_empty());
+    }
+}
