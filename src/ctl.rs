@@ -1,5 +1,6 @@
 //! `podnetctl [--config CONFLIST] [-o table|json] COMMAND`.
 
+use crate::install;
 use clap::{Parser, Subcommand, ValueEnum};
 use podnet_plugin::records::EndpointRecord;
 use serde_json::Value;
@@ -28,6 +29,11 @@ enum Output {
 enum Cmd {
     /// List the network's endpoints: container, pod, interface, host veth, MAC, IPs, routes, gateway, time.
     Inspect,
+    /// Install podnet: copy the plugins into the CNI bin dir and write a validated conflist (from
+    /// --config FILE, or built from flags). Idempotent; prints what it changed.
+    Install(install::InstallArgs),
+    /// Remove podnet's plugins, its conflist, its bridge and its state, and nothing else.
+    Uninstall(install::UninstallArgs),
     /// Print podnetctl's version.
     Version,
 }
@@ -77,7 +83,9 @@ pub fn main() -> i32 {
 }
 
 fn run(cli: &Cli) -> Result<i32, String> {
-    match cli.command {
+    match &cli.command {
+        Cmd::Install(args) => install::install(args, cli.config.as_deref()),
+        Cmd::Uninstall(args) => install::uninstall(args, cli.config.as_deref()),
         Cmd::Version => {
             println!("podnetctl {}", env!("CARGO_PKG_VERSION"));
             Ok(0)

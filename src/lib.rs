@@ -1,2 +1,3 @@
 //! The podnet binaries' shared code: `podnetctl`'s commands.
 pub mod ctl;
+pub mod install;

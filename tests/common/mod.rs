@@ -304,3 +304,18 @@ pub fn result_ip(result: &Value) -> String {
         .map(|a| a.split('/').next().unwrap().to_string())
         .unwrap_or_else(|| panic!("no IPv4 address in {result}"))
 }
+
+/// Run a program (e.g. podnetctl) inside the node's network namespace.
+pub fn run_in_node(node: &Node, bin: &str, args: &[&str]) -> std::process::Output {
+    let ns = File::open(node.ns.path()).expect("node netns");
+    let fd = ns.as_raw_fd();
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    // SAFETY: setns is async-signal-safe; the child enters the node namespace before exec.
+    unsafe {
+        cmd.pre_exec(move || if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+    }
+    let out = cmd.output().expect("running in the node");
+    drop(ns);
+    out
+}

@@ -1,0 +1,263 @@
+//! `podnetctl install` and `uninstall`: put podnet on a node and take it off again.
+//!
+//! Binaries are copied atomically (a temp file in the target directory, fsync, rename), so a
+//! runtime never execs a half-written plugin. Every step is idempotent and reported.
+
+use clap::Args;
+use podnet_cni::NetConf;
+use podnet_plugin::config::PluginConfig;
+use serde_json::{json, Value};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The CNI plugins podnet installs; podnetctl itself stays wherever it was run from.
+const PLUGINS: [&str; 2] = ["podnet", "podnet-ipam"];
+
+#[derive(Args, Debug)]
+pub struct Dirs {
+    /// CNI plugin directory.
+    #[arg(long, default_value = "/opt/cni/bin")]
+    pub bin_dir: PathBuf,
+    /// CNI network configuration directory.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub conf_dir: PathBuf,
+    /// File name of the conflist in --conf-dir.
+    #[arg(long, default_value = "10-podnet.conflist")]
+    pub conf_name: String,
+    /// Print what would change, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub dirs: Dirs,
+    /// Where the podnet and podnet-ipam binaries to install are (default: beside podnetctl).
+    #[arg(long)]
+    pub source_dir: Option<PathBuf>,
+    /// Network name (when the conflist is built from flags).
+    #[arg(long, default_value = "podnet")]
+    pub name: String,
+    /// `bridge` or `routed`.
+    #[arg(long, default_value = "bridge")]
+    pub dataplane: String,
+    /// Bridge name (bridge dataplane).
+    #[arg(long)]
+    pub bridge: Option<String>,
+    /// Pod MTU (default: the uplink's).
+    #[arg(long)]
+    pub mtu: Option<u32>,
+    /// Node state directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// A pool CIDR; repeat for dual-stack (one IPv4 and one IPv6 pool).
+    #[arg(long = "cidr")]
+    pub cidrs: Vec<String>,
+    /// Block prefix length of the IPv4 pool (default 26).
+    #[arg(long)]
+    pub block_size: Option<u8>,
+    /// Block prefix length of the IPv6 pool (default 122).
+    #[arg(long)]
+    pub block_size_v6: Option<u8>,
+    /// Chain the reference portmap plugin after podnet (hostPort support).
+    #[arg(long)]
+    pub portmap: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UninstallArgs {
+    #[command(flatten)]
+    pub dirs: Dirs,
+    /// Remove state even while endpoints are still recorded (their pods lose nothing at once, but
+    /// podnet forgets their addresses).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Build the conflist from flags.
+fn conflist_from_flags(a: &InstallArgs) -> Result<Value, String> {
+    if a.cidrs.is_empty() {
+        return Err("give --config FILE or at least one --cidr".into());
+    }
+    let mut pools = Vec::new();
+    for cidr in &a.cidrs {
+        let net: ipnet::IpNet = cidr.parse().map_err(|_| format!("--cidr {cidr:?} is not a CIDR"))?;
+        let family = if net.addr().is_ipv4() { "v4" } else { "v6" };
+        let mut pool = json!({"name": format!("pods-{family}"), "cidr": cidr});
+        if let Some(b) = if net.addr().is_ipv4() { a.block_size } else { a.block_size_v6 } {
+            pool["blockSize"] = json!(b);
+        }
+        pools.push(pool);
+    }
+    let mut ipam = json!({"type": "podnet-ipam", "pools": pools});
+    if let Some(n) = &a.node {
+        ipam["node"] = json!(n);
+    }
+    let mut plugin = json!({"type": "podnet", "dataplane": a.dataplane, "ipam": ipam});
+    if let Some(b) = &a.bridge {
+        plugin["bridge"] = json!(b);
+    }
+    if let Some(m) = a.mtu {
+        plugin["mtu"] = json!(m);
+    }
+    if let Some(d) = &a.data_dir {
+        plugin["dataDir"] = json!(d);
+    }
+    let mut plugins = vec![plugin];
+    if a.portmap {
+        plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
+    }
+    Ok(json!({"cniVersion": "1.0.0", "name": a.name, "plugins": plugins}))
+}
+
+/// Each podnet plugin of the conflist, as the runtime would hand it over (name and cniVersion
+/// injected), validated the way the plugin itself validates it.
+fn podnet_plugins(list: &Value) -> Result<Vec<(NetConf, PluginConfig)>, String> {
+    let name = list.get("name").and_then(Value::as_str).ok_or("the conflist has no \"name\"")?;
+    let version = list.get("cniVersion").and_then(Value::as_str).ok_or("the conflist has no \"cniVersion\"")?;
+    let plugins = list.get("plugins").and_then(Value::as_array).ok_or("the conflist has no \"plugins\" list")?;
+    let mut out = Vec::new();
+    for p in plugins.iter().filter(|p| p.get("type").and_then(Value::as_str) == Some("podnet")) {
+        let mut conf = p.clone();
+        conf["name"] = json!(name);
+        conf["cniVersion"] = json!(version);
+        let conf = NetConf::parse(&serde_json::to_vec(&conf).expect("json")).map_err(|e| e.msg)?;
+        let cfg = PluginConfig::parse(&conf).map_err(|e| e.msg)?;
+        if cfg.ipam_in_process {
+            podnet_ipam::IpamConfig::parse(&cfg.ipam, Some(&cfg.data_dir)).map_err(|e| e.to_string())?;
+        }
+        out.push((conf, cfg));
+    }
+    if out.is_empty() {
+        return Err("the conflist has no plugin of type podnet".into());
+    }
+    Ok(out)
+}
+
+/// Write `bytes` to `dir/name` through a temp file in `dir` and a rename.
+fn atomic_write(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), String> {
+    let tmp = dir.join(format!(".{name}.podnet-tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        fs::rename(&tmp, dir.join(name))?;
+        fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        format!("writing {}: {e}", dir.join(name).display())
+    })
+}
+
+/// Put `bytes` at `dir/name` unless it already holds them. Returns the line to print.
+fn place(dir: &Path, name: &str, bytes: &[u8], mode: u32, dry_run: bool) -> Result<String, String> {
+    let path = dir.join(name);
+    if fs::read(&path).ok().as_deref() == Some(bytes) {
+        return Ok(format!("unchanged {}", path.display()));
+    }
+    let verb = if path.exists() { "updated" } else { "installed" };
+    if dry_run {
+        return Ok(format!("would have {verb} {}", path.display()));
+    }
+    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    atomic_write(dir, name, bytes, mode)?;
+    Ok(format!("{verb} {}", path.display()))
+}
+
+pub fn install(a: &InstallArgs, config: Option<&Path>) -> Result<i32, String> {
+    let list = match config {
+        Some(p) => serde_json::from_slice(&fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()))?)
+            .map_err(|e| format!("{} is not JSON: {e}", p.display()))?,
+        None => conflist_from_flags(a)?,
+    };
+    podnet_plugins(&list).map_err(|e| format!("invalid network config: {e}"))?;
+    let source = match &a.source_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).ok_or("cannot tell where podnetctl is; pass --source-dir")?,
+    };
+    let mut lines = Vec::new();
+    for plugin in PLUGINS {
+        let src = source.join(plugin);
+        let bytes = fs::read(&src).map_err(|e| format!("reading {}: {e} (pass --source-dir)", src.display()))?;
+        lines.push(place(&a.dirs.bin_dir, plugin, &bytes, 0o755, a.dirs.dry_run)?);
+    }
+    let mut text = serde_json::to_vec_pretty(&list).expect("json");
+    text.push(b'\n');
+    lines.push(place(&a.dirs.conf_dir, &a.dirs.conf_name, &text, 0o644, a.dirs.dry_run)?);
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(0)
+}
+
+pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, String> {
+    let conf_path = config.map(Path::to_path_buf).unwrap_or_else(|| a.dirs.conf_dir.join(&a.dirs.conf_name));
+    let mut lines = Vec::new();
+    let dry = a.dirs.dry_run;
+    let remove_path = |path: &Path, lines: &mut Vec<String>| -> Result<(), String> {
+        if !path.exists() {
+            return Ok(());
+        }
+        if dry {
+            lines.push(format!("would remove {}", path.display()));
+            return Ok(());
+        }
+        let r = if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
+        r.map_err(|e| format!("removing {}: {e}", path.display()))?;
+        lines.push(format!("removed {}", path.display()));
+        Ok(())
+    };
+    // What podnet owns comes from its own conflist; without one, only the binaries are known.
+    if let Ok(bytes) = fs::read(&conf_path) {
+        let list: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{} is not JSON: {e}", conf_path.display()))?;
+        let plugins = podnet_plugins(&list).map_err(|e| format!("{}: {e}", conf_path.display()))?;
+        let network = list["name"].as_str().unwrap_or_default().to_string();
+        for (_, cfg) in &plugins {
+            let plugin_obj = list["plugins"].as_array().and_then(|l| l.iter().find(|p| p["type"] == "podnet")).cloned().unwrap_or_default();
+            let live = podnet_plugin::endpoints(&plugin_obj, &network).unwrap_or_default();
+            if !live.is_empty() && !a.force {
+                return Err(format!(
+                    "{} endpoint(s) of network {network} are still recorded (podnetctl inspect); remove their pods first or pass --force",
+                    live.len()
+                ));
+            }
+            if let podnet_dataplane::Mode::Bridge { bridge, .. } = &cfg.mode {
+                let mut nl = podnet_dataplane::Netlink::open().map_err(|e| format!("opening netlink: {e}"))?;
+                let is_bridge = nl.link_by_name(bridge).map_err(|e| e.to_string())?.is_some_and(|l| l.kind.as_deref() == Some("bridge"));
+                if is_bridge {
+                    if dry {
+                        lines.push(format!("would delete bridge {bridge}"));
+                    } else {
+                        nl.delete_link(bridge).map_err(|e| e.to_string())?;
+                        lines.push(format!("deleted bridge {bridge}"));
+                    }
+                }
+            }
+            remove_path(&cfg.data_dir.join(&network), &mut lines)?;
+            if cfg.ipam_in_process {
+                let ipam = podnet_ipam::IpamConfig::parse(&cfg.ipam, Some(&cfg.data_dir)).map_err(|e| e.to_string())?;
+                remove_path(&ipam.data_dir.join(&network), &mut lines)?;
+                remove_path(&ipam.local_cluster_dir().join(&network), &mut lines)?;
+            }
+        }
+        remove_path(&conf_path, &mut lines)?;
+    }
+    for plugin in PLUGINS {
+        remove_path(&a.dirs.bin_dir.join(plugin), &mut lines)?;
+    }
+    if lines.is_empty() {
+        lines.push("nothing to remove".into());
+    }
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(0)
+}
