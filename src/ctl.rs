@@ -48,6 +48,7 @@ pub fn load_network(path: &Path) -> Result<Network, String> {
     let text = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let v: Value = serde_json::from_slice(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
     let name = v.get("name").and_then(Value::as_str).ok_or_else(|| format!("{} has no network name", path.display()))?;
+    podnet_cni::config::validate_network_name(name).map_err(|e| format!("{}: {e}", path.display()))?;
     let plugins: Vec<&Value> = match v.get("plugins").and_then(Value::as_array) {
         Some(list) => list.iter().collect(),
         None => vec![&v], // a single-plugin .conf

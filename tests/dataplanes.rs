@@ -144,7 +144,11 @@ fn dual_stack_pods_reach_each_other_over_ipv4_and_ipv6_in_both_dataplanes() {
             {"name": "v4", "cidr": "10.244.0.0/16", "blockSize": 24},
             {"name": "v6", "cidr": "fd00:10:244::/56", "blockSize": 120}]}}));
         let (a, b) = (Netns::new("a6"), Netns::new("b6"));
+        node.ns.exec(&["sysctl", "-qw", "net.ipv6.conf.up0.accept_ra=1"]);
         let ra = node.add("ds-a", &a, &conf).must();
+        // IPv6 forwarding came on, and the uplink still accepts router advertisements.
+        assert_eq!(node.ns.exec(&["cat", "/proc/sys/net/ipv6/conf/all/forwarding"]).trim(), "1");
+        assert_eq!(node.ns.exec(&["cat", "/proc/sys/net/ipv6/conf/up0/accept_ra"]).trim(), "2");
         let rb = node.add("ds-b", &b, &conf).must();
         let v6 = |r: &serde_json::Value| r["ips"].as_array().unwrap().iter().find_map(|i| i["address"].as_str().filter(|s| s.contains(':'))).unwrap().split('/').next().unwrap().to_string();
         assert_eq!(ra["ips"].as_array().unwrap().len(), 2, "{dataplane}: one address per family");

@@ -128,3 +128,33 @@ fn write_conf(node: &Node, conf: &serde_json::Value) -> std::path::PathBuf {
     std::fs::write(&p, serde_json::to_vec(&list).unwrap()).unwrap();
     p
 }
+
+#[test]
+fn a_repeated_add_fails_and_leaves_the_live_attachment_alone() {
+    let node = Node::new();
+    let conf = node.podnet_conf(json!({}));
+    let (pod, other) = (Netns::new("live"), Netns::new("other"));
+    let ip = result_ip(&node.add("same", &pod, &conf).must());
+    let peer = result_ip(&node.add("peer", &other, &conf).must());
+    let again = node.add("same", &pod, &conf);
+    assert_eq!(again.code(), 4, "{}", again.raw);
+    assert_eq!(pod.addrs4("eth0"), vec![ip.clone()], "the live pod keeps its address");
+    assert!(other.ping(&ip), "and stays reachable");
+    assert_eq!(node.allocations().len(), 2);
+    assert_eq!(node.endpoints(&conf), vec!["peer:eth0".to_string(), "same:eth0".to_string()]);
+    assert_ne!(ip, peer);
+}
+
+#[test]
+fn an_unusable_gateway_from_an_execd_ipam_is_refused_and_undone() {
+    let node = Node::new();
+    // The reference static IPAM returns what it is told: here a gateway outside the subnet.
+    let conf = node.podnet_conf(json!({"ipam": {"type": "static", "node": null, "pools": null,
+        "addresses": [{"address": "10.10.0.5/24", "gateway": "10.20.0.1"}]}}));
+    let pod = Netns::new("gw");
+    let e = node.add("gw-1", &pod, &conf);
+    assert_eq!(e.code(), 107, "{}", e.raw);
+    assert!(e.json["msg"].as_str().unwrap().contains("10.20.0.1"));
+    assert!(node.host_veths().is_empty());
+    assert!(!pod.links().contains(&"eth0".to_string()));
+}

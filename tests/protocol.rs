@@ -57,6 +57,10 @@ fn status_and_gc() {
         node.add(&format!("gc-{i}"), p, &conf).must();
     }
     assert_eq!(node.allocations().len(), 3);
+    // GC without the key is refused rather than read as "keep nothing".
+    let e = node.call_env(PODNET, "GC", &env, None, &conf);
+    assert_eq!(e.code(), 7, "{}", e.raw);
+    assert_eq!(node.allocations().len(), 3);
     // GC keeps only the listed attachments; the older key name works too.
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "gc-0", "ifname": "eth0"}]);

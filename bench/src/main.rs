@@ -158,6 +158,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[derive(Default, Clone)]
 struct RoundResult {
     version_p50: f64,
+    /// The round's first ADD: a fresh node (the bridge is made, the first block leased).
+    first_add: f64,
     add_p50: f64,
     add_p99: f64,
     del_p50: f64,
@@ -198,6 +200,9 @@ fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
             eprintln!("{}: ADD failed: {}", s.label, c.stdout.trim());
         }
         r.peak_rss_kib = r.peak_rss_kib.max(c.max_rss_kib);
+        if i == 0 {
+            r.first_add = c.elapsed.as_secs_f64() * 1000.0;
+        }
         adds.push(c.elapsed.as_secs_f64() * 1000.0);
     }
     let mut dels = Vec::new();
@@ -298,13 +303,14 @@ fn main() {
     }
     let date = Command::new("date").arg("-u").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
     println!("Machine: {}; date {date}; {} sequential pods, churn {} ADD+DEL cycles with {} workers; median of {} rounds.\n", machine(), a.pods, a.churn_cycles, a.workers, a.rounds);
-    println!("| plugin | VERSION p50 | ADD p50 | ADD p99 | DEL p50 | DEL p99 | churn (pods/s) | peak RSS | failures | leaked veths | leaked addresses |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| plugin | VERSION p50 | first ADD | ADD p50 | ADD p99 | DEL p50 | DEL p99 | churn (pods/s) | peak RSS | failures | leaked veths | leaked addresses |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut json_rows = Vec::new();
     for (s, rs) in suites.iter().zip(&per_suite) {
         let m = |f: fn(&RoundResult) -> f64| median(rs.iter().map(f).collect());
         let row = RoundResult {
             version_p50: m(|r| r.version_p50),
+            first_add: m(|r| r.first_add),
             add_p50: m(|r| r.add_p50),
             add_p99: m(|r| r.add_p99),
             del_p50: m(|r| r.del_p50),
@@ -316,16 +322,20 @@ fn main() {
             leaked_addrs: rs.iter().map(|r| r.leaked_addrs).sum(),
         };
         println!(
-            "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {:.1} MiB | {} | {} | {} |",
-            s.label, row.version_p50, row.add_p50, row.add_p99, row.del_p50, row.del_p99, row.churn_per_s, row.peak_rss_kib as f64 / 1024.0, row.failures, row.leaked_veths, row.leaked_addrs
+            "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {:.1} MiB | {} | {} | {} |",
+            s.label, row.version_p50, row.first_add, row.add_p50, row.add_p99, row.del_p50, row.del_p99, row.churn_per_s, row.peak_rss_kib as f64 / 1024.0, row.failures, row.leaked_veths, row.leaked_addrs
         );
-        json_rows.push(json!({"plugin": s.label, "versionP50Ms": row.version_p50, "addP50Ms": row.add_p50, "addP99Ms": row.add_p99, "delP50Ms": row.del_p50, "delP99Ms": row.del_p99,
+        json_rows.push(json!({"plugin": s.label, "versionP50Ms": row.version_p50, "firstAddMs": row.first_add, "addP50Ms": row.add_p50, "addP99Ms": row.add_p99, "delP50Ms": row.del_p50, "delP99Ms": row.del_p99,
             "churnPodsPerS": row.churn_per_s, "peakRssKiB": row.peak_rss_kib, "failures": row.failures, "leakedVeths": row.leaked_veths, "leakedAddresses": row.leaked_addrs}));
     }
+    let size = |p: PathBuf| std::fs::metadata(&p).map(|m| format!("{} {:.1} MiB", p.file_name().unwrap().to_string_lossy(), m.len() as f64 / 1048576.0)).unwrap_or_default();
+    let sizes: Vec<String> = ["podnet", "podnet-ipam", "podnetctl"].iter().map(|b| size(a.podnet_dir.join(b))).collect();
+    let ref_sizes: Vec<String> = ["bridge", "host-local"].iter().map(|b| size(a.reference_dir.join(b))).collect();
+    println!("\nBinary sizes: {}; reference: {}.", sizes.join(", "), ref_sizes.join(", "));
     let ratio = per_suite[2].iter().map(|r| r.add_p50).sum::<f64>() / per_suite[0].iter().map(|r| r.add_p50).sum::<f64>();
     println!("\npodnet (bridge) ADD p50 is {:.1}x faster than the reference bridge + host-local (target: at least 4x).", ratio);
     if let Some(p) = &a.json_out {
-        let v = json!({"machine": machine(), "date": date, "pods": a.pods, "churnCycles": a.churn_cycles, "workers": a.workers, "rounds": a.rounds, "results": json_rows});
+        let v = json!({"machine": machine(), "date": date, "binarySizes": sizes, "referenceSizes": ref_sizes, "pods": a.pods, "churnCycles": a.churn_cycles, "workers": a.workers, "rounds": a.rounds, "results": json_rows});
         std::fs::write(p, serde_json::to_vec_pretty(&v).unwrap()).expect("writing --json");
     }
     let leaks: usize = per_suite.iter().flatten().map(|r| r.leaked_veths + r.leaked_addrs + r.failures).sum();

@@ -92,9 +92,14 @@ impl NetConf {
     }
 
     /// GC's list of attachments to keep: `cni.dev/valid-attachments`, or the older `cni.dev/attachments`.
+    /// The key must be there: read as "keep nothing", a forgotten key would free every live pod's address.
     pub fn valid_attachments(&self) -> Result<Vec<Attachment>, CniError> {
         let list = self.raw.get("cni.dev/valid-attachments").or_else(|| self.raw.get("cni.dev/attachments"));
-        let Some(list) = list else { return Ok(Vec::new()) };
+        let Some(list) = list else {
+            return Err(CniError::invalid_config(
+                "GC needs cni.dev/valid-attachments (the attachments to keep; [] removes every attachment of this network)",
+            ));
+        };
         let items = list.as_array().ok_or_else(|| CniError::decode("cni.dev/valid-attachments must be an array"))?;
         items
             .iter()
@@ -145,5 +150,7 @@ mod tests {
             let c = NetConf::parse(s.as_bytes()).unwrap();
             assert_eq!(c.valid_attachments().unwrap(), vec![Attachment { container_id: "a".into(), ifname: "eth0".into() }]);
         }
+        let none = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n"}"#).unwrap();
+        assert_eq!(none.valid_attachments().unwrap_err().code, 7);
     }
 }

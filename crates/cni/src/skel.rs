@@ -25,9 +25,13 @@ pub trait Plugin {
 /// Run one invocation against the real process environment and stdio; returns the exit code.
 /// A panic (a bug) still answers with CNI error JSON rather than a bare abort.
 pub fn run<P: Plugin>(plugin: &P) -> i32 {
+    static PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     std::panic::set_hook(Box::new(|info| {
-        let err = CniError::new(crate::error::ErrorCode::Internal, format!("internal error, please report: {info}"));
-        println!("{}", err.to_json(CniVersion::LATEST.as_str()));
+        // One error document per invocation, whichever thread panics first.
+        if !PRINTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let err = CniError::new(crate::error::ErrorCode::Internal, format!("internal error, please report: {info}"));
+            println!("{}", err.to_json(CniVersion::LATEST.as_str()));
+        }
         eprintln!("{info}");
     }));
     let stdin = std::io::stdin();

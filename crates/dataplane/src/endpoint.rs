@@ -65,7 +65,16 @@ pub enum DataplaneError {
     Sysctl(String, std::io::Error),
     /// The pod already has an interface of that name.
     IfnameTaken(String),
+    /// The host end already exists: this attachment was set up by an earlier ADD.
+    HostVethExists(String),
     Invalid(String),
+}
+
+impl DataplaneError {
+    /// The links belong to an earlier, live ADD of the same attachment: undo nothing of it.
+    pub fn is_existing_attachment(&self) -> bool {
+        matches!(self, DataplaneError::IfnameTaken(_) | DataplaneError::HostVethExists(_))
+    }
 }
 
 impl fmt::Display for DataplaneError {
@@ -75,6 +84,7 @@ impl fmt::Display for DataplaneError {
             DataplaneError::Netlink(e) => e.fmt(f),
             DataplaneError::Sysctl(k, e) => write!(f, "setting sysctl {k}: {e}"),
             DataplaneError::IfnameTaken(n) => write!(f, "the pod already has an interface named {n}; pick another CNI_IFNAME or DEL the old attachment"),
+            DataplaneError::HostVethExists(n) => write!(f, "host veth {n} exists: this attachment is already set up; DEL it before adding it again"),
             DataplaneError::Invalid(m) => f.write_str(m),
         }
     }
@@ -153,8 +163,28 @@ fn enable_forwarding(addresses: &[PodAddress]) -> Result<()> {
     if addresses.iter().any(|a| a.address.addr().is_ipv4()) {
         set("net/ipv4/ip_forward".into(), "1")?;
     }
-    if addresses.iter().any(|a| a.address.addr().is_ipv6()) {
+    if addresses.iter().any(|a| a.address.addr().is_ipv6()) && sysctl::read("net/ipv6/conf/all/forwarding").map_err(|e| DataplaneError::Sysctl("net/ipv6/conf/all/forwarding".into(), e))? != "1" {
+        keep_accepting_router_advertisements()?;
         set("net/ipv6/conf/all/forwarding".into(), "1")?;
+    }
+    Ok(())
+}
+
+/// With IPv6 forwarding on, an interface with accept_ra=1 stops accepting router advertisements,
+/// and a node that learns its IPv6 default route from them loses it when it expires. accept_ra=2
+/// keeps accepting them while forwarding, so interfaces (and the default for new ones) that
+/// accept them now keep doing so.
+fn keep_accepting_router_advertisements() -> Result<()> {
+    let Ok(dir) = std::fs::read_dir("/proc/sys/net/ipv6/conf") else { return Ok(()) };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name == "all" || name == "lo" {
+            continue;
+        }
+        let key = format!("net/ipv6/conf/{name}/accept_ra");
+        if sysctl::read(&key).ok().as_deref() == Some("1") {
+            sysctl::write(&key, "2").map_err(|e| DataplaneError::Sysctl(key, e))?;
+        }
     }
     Ok(())
 }
@@ -199,7 +229,7 @@ pub fn create_links(nl: &mut Netlink, netns: &NetNs, spec: &EndpointSpec) -> Res
         // EEXIST names no side: look only now, so the common path pays no extra round trip.
         match pod_nl.link_by_name(&spec.ifname) {
             Ok(Some(_)) => DataplaneError::IfnameTaken(spec.ifname.clone()),
-            _ => DataplaneError::Invalid(format!("{e}: host link {} exists; DEL the old attachment first", spec.host_veth)),
+            _ => DataplaneError::HostVethExists(spec.host_veth.clone()),
         }
     })?;
     let found = (|| -> Result<Links> {
@@ -241,7 +271,11 @@ pub fn configure(nl: &mut Netlink, spec: &EndpointSpec, links: Links) -> Result<
             let br = bridge.as_ref().expect("bridge mode has a bridge");
             for a in &spec.addresses {
                 let gw = a.gateway.ok_or_else(|| DataplaneError::Invalid(format!("address {} has no gateway for the bridge", a.address)))?;
-                nl.add_address(br.index, IpNet::new(gw, a.address.prefix_len()).expect("prefix fits"), true)?;
+                let gw_net = IpNet::new(gw, a.address.prefix_len())
+                    .ok()
+                    .filter(|n| n.trunc() == a.address.trunc())
+                    .ok_or_else(|| DataplaneError::Invalid(format!("gateway {gw} is not inside {}", a.address.trunc())))?;
+                nl.add_address(br.index, gw_net, true)?;
             }
             for a in &spec.addresses {
                 pod_nl.add_address(pod.index, a.address, false)?;

@@ -62,9 +62,14 @@ impl<'a> Pending<'a> {
     pub fn publish(self) -> Result<Published<'a>, IpamError> {
         let node = &self.ipam.node;
         let mut batch = fsio::Batch::default();
-        let entries: Vec<AddrEntry> = self.allocations.iter().map(|a| node.stage(a, &mut batch)).collect();
+        if !self.existing {
+            // A repeated ADD leaves the first ADD's records as they are.
+            for a in &self.allocations {
+                node.stage(a, &mut batch);
+            }
+        }
         let files = batch.publish()?;
-        Ok(Published { ipam: self.ipam, _lock: self._lock, allocations: self.allocations, existing: self.existing, entries, files })
+        Ok(Published { ipam: self.ipam, _lock: self._lock, allocations: self.allocations, existing: self.existing, files })
     }
 }
 
@@ -74,21 +79,17 @@ pub struct Published<'a> {
     _lock: fsio::StoreLock,
     pub allocations: Vec<Allocation>,
     pub existing: bool,
-    entries: Vec<AddrEntry>,
     files: fsio::Published,
 }
 
 impl Published<'_> {
-    /// Make the addresses durable and release the lock. On error they are removed again (unless a
-    /// repeated ADD found them already held).
+    /// Make the addresses durable and release the lock. On error the addresses stay recorded: a
+    /// pod may already carry them, so the caller removes the pod's interface first and then
+    /// releases them ([`Ipam::release`]); freeing them here would let another pod take an address
+    /// still in use.
     pub fn finish(self) -> Result<Allocated, IpamError> {
         let node = &self.ipam.node;
-        if let Err(e) = self.files.sync() {
-            if !self.existing {
-                let _ = node.remove(&self.entries);
-            }
-            return Err(e);
-        }
+        self.files.sync()?;
         if !self.existing {
             for a in &self.allocations {
                 node.set_cursor(&a.pool, a.address.addr());
@@ -248,6 +249,9 @@ impl Ipam {
 
     /// Every handle holding an address.
     pub fn handles(&self) -> Result<Vec<Handle>, IpamError> {
+        if !self.node.exists() {
+            return Ok(Vec::new());
+        }
         let _lock = self.node.lock()?;
         let mut h: Vec<Handle> = self.node.entries()?.into_iter().map(|e| e.handle).collect();
         h.sort();
@@ -263,6 +267,9 @@ impl Ipam {
 
     /// Every allocation of this node, records verified.
     pub fn allocations(&self) -> Result<Vec<Allocation>, IpamError> {
+        if !self.node.exists() {
+            return Ok(Vec::new());
+        }
         let _lock = self.node.lock()?;
         let entries = self.node.entries()?;
         let mut out = entries.iter().map(|e| self.node.read(e)).collect::<Result<Vec<_>, _>>()?;
@@ -273,8 +280,10 @@ impl Ipam {
     /// STATUS: the stores are readable and every record verifies, and some eligible address is left.
     pub fn status(&self) -> Result<(), IpamError> {
         let allocations = self.allocations()?;
-        let _lock = self.node.lock()?;
-        self.node.block_leases()?;
+        if self.node.exists() {
+            let _lock = self.node.lock()?;
+            self.node.block_leases()?;
+        }
         let mut used_per_pool: HashMap<&str, u128> = HashMap::new();
         for a in &allocations {
             *used_per_pool.entry(a.pool.as_str()).or_default() += 1;

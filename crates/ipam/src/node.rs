@@ -40,6 +40,10 @@ impl NodeStore {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+    /// Whether this network was ever used on this node (read paths then create nothing).
+    pub fn exists(&self) -> bool {
+        self.dir.join("lock").exists()
+    }
     fn addrs_dir(&self) -> PathBuf {
         self.dir.join("addrs")
     }

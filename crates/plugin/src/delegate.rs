@@ -36,9 +36,15 @@ pub fn exec(plugin: &Path, command: &str, stdin: &[u8]) -> Result<Vec<u8>, CniEr
     }))
 }
 
+/// ADD through the plugin. A result that does not decode is undone with the plugin's DEL, as the
+/// spec asks, so nothing stays reserved.
 pub fn add(plugin: &Path, stdin: &[u8]) -> Result<CniResult, CniError> {
     let out = exec(plugin, "ADD", stdin)?;
-    let v: serde_json::Value = serde_json::from_slice(&out)
-        .map_err(|e| CniError::decode(format!("IPAM plugin {} printed no result: {e}", plugin.display())))?;
-    CniResult::from_value(&v).map_err(|e| CniError::decode(format!("IPAM plugin {} result: {e}", plugin.display())))
+    let decoded = serde_json::from_slice::<serde_json::Value>(&out)
+        .map_err(|e| e.to_string())
+        .and_then(|v| CniResult::from_value(&v));
+    decoded.map_err(|e| {
+        let _ = exec(plugin, "DEL", stdin);
+        CniError::decode(format!("IPAM plugin {} printed no usable result: {e}", plugin.display()))
+    })
 }

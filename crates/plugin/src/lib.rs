@@ -52,7 +52,7 @@ fn netns_error(e: NetNsError) -> CniError {
 fn dataplane_error(e: DataplaneError) -> CniError {
     match e {
         DataplaneError::Netns(e) => netns_error(e),
-        DataplaneError::IfnameTaken(_) => CniError::invalid_env(e.to_string()),
+        DataplaneError::IfnameTaken(_) | DataplaneError::HostVethExists(_) => CniError::invalid_env(e.to_string()),
         other => CniError::kernel(other.to_string()),
     }
 }
@@ -76,6 +76,27 @@ impl Addresses {
     }
 }
 
+/// The gateway for an address an exec'd IPAM plugin returned: its own if it is usable (same
+/// family, inside the subnet, not the network address), else, on the bridge, the subnet's first
+/// address as the reference bridge plugin does.
+fn delegated_gateway(mode: &Mode, address: ipnet::IpNet, gateway: Option<std::net::IpAddr>) -> Result<Option<std::net::IpAddr>, CniError> {
+    let subnet = address.trunc();
+    if let Some(gw) = gateway {
+        if gw.is_ipv4() != address.addr().is_ipv4() || !subnet.contains(&gw) || gw == subnet.network() {
+            return Err(CniError::new(ErrorCode::DelegateFailed, format!("the IPAM plugin's gateway {gw} is not usable for {address}")));
+        }
+        return Ok(Some(gw));
+    }
+    if !matches!(mode, Mode::Bridge { .. }) {
+        return Ok(None);
+    }
+    let first = match subnet.network() {
+        std::net::IpAddr::V4(n) => std::net::IpAddr::V4((u32::from(n) + 1).into()),
+        std::net::IpAddr::V6(n) => std::net::IpAddr::V6((u128::from(n) + 1).into()),
+    };
+    Ok(Some(first).filter(|g| subnet.contains(g) && *g != address.addr()))
+}
+
 /// ADD's IPAM half through an exec'd IPAM plugin.
 fn delegate_allocate(cfg: &PluginConfig, env: &Env, conf: &NetConf) -> Result<Addresses, CniError> {
     let plugin = delegate::find_plugin(cfg.ipam["type"].as_str().unwrap_or_default(), &env.path)?;
@@ -85,24 +106,31 @@ fn delegate_allocate(cfg: &PluginConfig, env: &Env, conf: &NetConf) -> Result<Ad
     let undo: Option<Box<dyn FnOnce()>> = Some(Box::new(move || {
         let _ = delegate::exec(&plugin_for_undo, "DEL", &stdin);
     }));
-    let list: Vec<PodAddress> = result
+    let list: Result<Vec<PodAddress>, CniError> = result
         .ips
         .iter()
-        .map(|ip| PodAddress {
-            address: ip.address,
-            // Like the reference bridge: no gateway given means the subnet's first address.
-            gateway: ip.gateway.or_else(|| ip.address.hosts().next().filter(|_| matches!(cfg.mode, Mode::Bridge { .. }))),
-        })
+        .map(|ip| Ok(PodAddress { address: ip.address, gateway: delegated_gateway(&cfg.mode, ip.address, ip.gateway)? }))
         .collect();
-    if list.is_empty() {
-        Addresses { list, undo }.undo();
-        return Err(CniError::new(ErrorCode::DelegateFailed, format!("IPAM plugin {} returned no address", plugin.display())));
+    match list {
+        Ok(list) if !list.is_empty() => Ok(Addresses { list, undo }),
+        Ok(list) => {
+            Addresses { list, undo }.undo();
+            Err(CniError::new(ErrorCode::DelegateFailed, format!("IPAM plugin {} returned no address", plugin.display())))
+        }
+        Err(e) => {
+            Addresses { list: Vec::new(), undo }.undo();
+            Err(e)
+        }
     }
-    Ok(Addresses { list, undo })
 }
 
-/// ADD's IPAM half: allocate, hand the addresses to `picked` as soon as they are chosen, and record
-/// the endpoint: with the in-process IPAM inside the allocation itself, else in an endpoint file.
+/// An IPAM-half failure, with the addresses to release once the pod's interface is gone (when the
+/// pod may already carry them).
+type IpamFailure = (CniError, Option<Addresses>);
+
+/// ADD's IPAM half: allocate, hand the addresses to `picked` as soon as they are safe to carry,
+/// and record the endpoint: with the in-process IPAM inside the allocation itself, else in an
+/// endpoint file.
 fn allocate_and_record(
     cfg: &PluginConfig,
     env: &Env,
@@ -110,32 +138,32 @@ fn allocate_and_record(
     store: &EndpointStore,
     make_record: impl Fn(&[PodAddress]) -> EndpointRecord,
     picked: std::sync::mpsc::Sender<Vec<PodAddress>>,
-) -> Result<(Addresses, EndpointRecord), CniError> {
+) -> Result<(Addresses, EndpointRecord), IpamFailure> {
     let h = handle(env);
     if !cfg.ipam_in_process {
-        let addresses = delegate_allocate(cfg, env, conf)?;
+        let addresses = delegate_allocate(cfg, env, conf).map_err(|e| (e, None))?;
         let _ = picked.send(addresses.list.clone());
         let record = make_record(&addresses.list);
-        if let Err(e) = store.write(&record) {
-            addresses.undo();
-            return Err(e.into());
-        }
-        return Ok((addresses, record));
+        return match store.write(&record) {
+            Ok(()) => Ok((addresses, record)),
+            Err(e) => Err((e.into(), Some(addresses))),
+        };
     }
-    let ipam = open_ipam(cfg, conf)?;
-    let mut pending = ipam.reserve(&h, &pod_info(env))?;
+    let ipam = open_ipam(cfg, conf).map_err(|e| (e, None))?;
+    let mut pending = ipam.reserve(&h, &pod_info(env)).map_err(|e| (e.into(), None))?;
     let list: Vec<PodAddress> = pending.allocations.iter().map(|a| PodAddress { address: a.address, gateway: a.gateway }).collect();
     let record = make_record(&list);
     // The endpoint record rides in the allocation's own file: one durable write (each fsync
     // costs a device flush here, so the count of fsyncs is the ADD's cost).
     pending.attach(serde_json::to_value(&record).expect("records serialize"));
-    let published = pending.publish()?;
+    let published = pending.publish().map_err(|e| (e.into(), None))?;
     // The addresses are now recorded where every process sees them, so the pod may carry them
     // (configuring it earlier would let a kill -9 free an address a pod already has). Only the
     // directory fsync still overlaps the kernel work; the ADD succeeds only if it succeeds too.
     let _ = picked.send(list.clone());
-    let got = published.finish()?;
-    let undo: Option<Box<dyn FnOnce()>> = if got.existing {
+    let existing = published.existing;
+    let finished = published.finish();
+    let undo: Option<Box<dyn FnOnce()>> = if existing {
         None
     } else {
         Some(Box::new(move || {
@@ -144,7 +172,11 @@ fn allocate_and_record(
             }
         }))
     };
-    Ok((Addresses { list, undo }, record))
+    let addresses = Addresses { list, undo };
+    match finished {
+        Ok(_) => Ok((addresses, record)),
+        Err(e) => Err((e.into(), Some(addresses))),
+    }
 }
 
 impl podnet_cni::skel::Plugin for PodnetPlugin {
@@ -224,12 +256,15 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
             });
             let allocated = allocate_and_record(&cfg, env, conf, &store, make_record, picked_tx);
             let ipam_us = started.elapsed().as_micros() as u64;
-            (kernel.join().expect("the kernel thread does not panic"), allocated.map(|a| (a, ipam_us)))
+            let kernel = kernel.join().unwrap_or_else(|_| Err(DataplaneError::Invalid("internal error: the kernel thread panicked".into())));
+            (kernel, allocated.map(|a| (a, ipam_us)))
         });
         let allocated = allocated.map(|(a, ipam_us)| {
             tracing::debug!(ipam_us, "ADD: addresses committed and endpoint recorded");
             a
         });
+        // Undo only what this ADD made, and take the interface down before its addresses are
+        // released, so no other pod is ever handed an address a pod still carries.
         match (kernel, allocated) {
             (Ok((ep, links_us, configured_us)), Ok((_, record))) => {
                 let result = build_result(conf, &record, &ep);
@@ -237,20 +272,28 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
                 tracing::info!(container = %h.container_id, ifname = %h.ifname, ips = ?record.ips, elapsed_us = started.elapsed().as_micros() as u64, "ADD");
                 Ok(result)
             }
-            (Ok(_), Err(e)) => {
-                let _ = endpoint::teardown(&mut nl, &spec.host_veth);
+            (kernel, Err((e, addresses))) => {
+                // The kernel thread built links unless it found an earlier ADD's in place.
+                if !matches!(&kernel, Err(k) if k.is_existing_attachment()) {
+                    let _ = endpoint::teardown(&mut nl, &spec.host_veth);
+                }
+                if let Some(addresses) = addresses {
+                    addresses.undo();
+                }
                 Err(e)
             }
-            (Err(e), allocated) => {
-                if let Ok((addresses, _)) = allocated {
-                    // A repeated ADD (addresses already held) keeps the earlier ADD's record too.
-                    if addresses.undo.is_some() {
+            (Err(k), Ok((addresses, _))) => {
+                // The kernel thread removed its own links. When they were an earlier ADD's, the
+                // addresses are that attachment's too, unless the in-process IPAM says it just
+                // allocated them.
+                let fresh = cfg.ipam_in_process && addresses.undo.is_some();
+                if !k.is_existing_attachment() || fresh {
+                    if !cfg.ipam_in_process {
                         let _ = store.remove(&h);
                     }
                     addresses.undo();
-                    return Err(dataplane_error(e));
                 }
-                Err(allocated.err().expect("matched Err above"))
+                Err(dataplane_error(k))
             }
         }
     }
@@ -341,18 +384,26 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
         }
         // Dataplane first: an attachment's veth goes before its address can be handed out again.
         let mut nl = netlink()?;
+        let mut torn_down = Vec::new();
         for h in &stale {
             if let Err(e) = endpoint::teardown(&mut nl, &host_veth_name(&h.container_id, &h.ifname)) {
                 errors.push(e.to_string());
             } else if let Err(e) = store.remove(h) {
                 errors.push(e.to_string());
+            } else {
+                torn_down.push(h.clone());
             }
         }
         match &ipam {
-            Some(ipam) => match ipam.gc(&keep) {
-                Ok(released) => tracing::info!(released = released.len(), "GC"),
-                Err(e) => errors.push(e.to_string()),
-            },
+            // Exactly the handles whose interfaces are gone: one published meanwhile keeps its address.
+            Some(ipam) => {
+                for h in &torn_down {
+                    if let Err(e) = ipam.release(h) {
+                        errors.push(e.to_string());
+                    }
+                }
+                tracing::info!(released = torn_down.len(), "GC");
+            }
             None => {
                 let plugin = delegate::find_plugin(cfg.ipam["type"].as_str().unwrap_or_default(), &env.path)?;
                 if let Err(e) = delegate::exec(&plugin, "GC", &serde_json::to_vec(&conf.raw).expect("config serializes")) {
