@@ -29,6 +29,12 @@ enum Output {
 enum Cmd {
     /// List the network's endpoints: container, pod, interface, host veth, MAC, IPs, routes, gateway, time.
     Inspect,
+    /// IPAM: `show` pool usage, `check` for leaks, duplicates, borrowed addresses and orphaned
+    /// blocks (exit code 1 when it finds any), `release IP` or `release --node NAME`.
+    Ipam {
+        #[command(subcommand)]
+        cmd: IpamCmd,
+    },
     /// Install podnet: copy the plugins into the CNI bin dir and write a validated conflist (from
     /// --config FILE, or built from flags). Idempotent; prints what it changed.
     Install(install::InstallArgs),
@@ -38,16 +44,127 @@ enum Cmd {
     Version,
 }
 
+#[derive(Subcommand)]
+enum IpamCmd {
+    /// Per pool: size, blocks leased per node, addresses used and free on this node.
+    Show,
+    /// Cross-check the node store, block leases and live endpoints on this node.
+    Check,
+    /// Free one address (refused while its endpoint is live, unless --force), or hand a dead
+    /// node's blocks back with --node.
+    Release {
+        /// The address to free.
+        ip: Option<std::net::IpAddr>,
+        /// Release every block leased to this node.
+        #[arg(long, conflicts_with = "ip")]
+        node: Option<String>,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
 /// The podnet plugin of a conflist and its network name.
 pub struct Network {
     pub name: String,
+    pub cni_version: String,
     pub plugin: Value,
+}
+
+/// The network's IPAM as the plugin would open it (same dataplane reservation, same stores).
+fn network_ipam(net: &Network) -> Result<podnet_ipam::Ipam, String> {
+    let mut conf = net.plugin.clone();
+    conf["name"] = Value::from(net.name.clone());
+    conf["cniVersion"] = Value::from(net.cni_version.clone());
+    let conf = podnet_cni::NetConf::parse(&serde_json::to_vec(&conf).expect("json")).map_err(|e| e.msg)?;
+    let cfg = podnet_plugin::config::PluginConfig::parse(&conf).map_err(|e| e.msg)?;
+    if !cfg.ipam_in_process {
+        return Err(format!("network {} uses the IPAM plugin {}, not podnet-ipam", net.name, cfg.ipam["type"]));
+    }
+    let ipam = podnet_ipam::IpamConfig::parse(&cfg.ipam, Some(&cfg.data_dir)).map_err(|e| e.to_string())?;
+    Ok(podnet_ipam::Ipam::new(ipam, &net.name, podnet_plugin::reservation_for(&cfg.mode)))
+}
+
+/// Whether an attachment's endpoint exists here: its host veth is a link of this namespace.
+fn live_endpoints() -> Result<impl Fn(&podnet_ipam::Handle) -> bool, String> {
+    let mut nl = podnet_dataplane::Netlink::open().map_err(|e| format!("opening netlink: {e}"))?;
+    let links: std::collections::HashSet<String> = nl.links().map_err(|e| e.to_string())?.into_iter().map(|l| l.name).collect();
+    Ok(move |h: &podnet_ipam::Handle| links.contains(&podnet_dataplane::host_veth_name(&h.container_id, &h.ifname)))
+}
+
+fn ipam_cmd(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, String> {
+    let ipam = network_ipam(net)?;
+    let print_json = |v: serde_json::Value| println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    match cmd {
+        IpamCmd::Show => {
+            let pools = podnet_ipam::report::show(&ipam).map_err(|e| e.to_string())?;
+            if output == Output::Json {
+                print_json(serde_json::json!({"network": net.name, "node": ipam.config().node, "pools": pools}));
+            } else {
+                let rows: Vec<Vec<String>> = pools
+                    .iter()
+                    .map(|p| {
+                        let by_node: Vec<String> = p.blocks_by_node.iter().map(|(n, c)| format!("{n}:{c}")).collect();
+                        vec![
+                            p.name.clone(),
+                            p.cidr.to_string(),
+                            p.source.clone(),
+                            if p.source == "range" { "-".into() } else { format!("/{}", p.block_size) },
+                            p.capacity.to_string(),
+                            if by_node.is_empty() { "-".into() } else { by_node.join(",") },
+                            p.free_blocks.to_string(),
+                            p.used.to_string(),
+                            p.free.to_string(),
+                        ]
+                    })
+                    .collect();
+                print!("{}", table(&["POOL", "CIDR", "SOURCE", "BLOCK", "CAPACITY", "BLOCKS BY NODE", "FREE BLOCKS", "USED HERE", "FREE HERE"], &rows));
+            }
+            Ok(0)
+        }
+        IpamCmd::Check => {
+            let live = live_endpoints()?;
+            let problems = podnet_ipam::report::check(&ipam, &live).map_err(|e| e.to_string())?;
+            if output == Output::Json {
+                print_json(serde_json::json!({"network": net.name, "node": ipam.config().node, "problems": problems}));
+            } else if problems.is_empty() {
+                println!("ipam check: no problems on node {}", ipam.config().node);
+            } else {
+                let rows: Vec<Vec<String>> = problems.iter().map(|p| vec![format!("{:?}", p.kind).to_lowercase(), p.detail.clone()]).collect();
+                print!("{}", table(&["PROBLEM", "DETAIL"], &rows));
+            }
+            Ok(if problems.is_empty() { 0 } else { 1 })
+        }
+        IpamCmd::Release { ip: Some(ip), force, .. } => {
+            let live = live_endpoints()?;
+            match podnet_ipam::report::release_address(&ipam, *ip, *force, &live).map_err(|e| e.to_string())? {
+                Ok(handles) if handles.is_empty() => println!("{ip} was not allocated"),
+                Ok(handles) => println!("released {ip} (held by {})", handles.iter().map(|h| h.key()).collect::<Vec<_>>().join(", ")),
+                Err(holder) => {
+                    eprintln!("podnetctl: {ip} is in use by the live endpoint {}; DEL it, or pass --force", holder.key());
+                    return Ok(1);
+                }
+            }
+            Ok(0)
+        }
+        IpamCmd::Release { node: Some(node), .. } => {
+            let blocks = podnet_ipam::report::release_node(&ipam, node).map_err(|e| e.to_string())?;
+            if blocks.is_empty() {
+                println!("node {node} leases no block");
+            }
+            for b in blocks {
+                println!("released block {b} of node {node}");
+            }
+            Ok(0)
+        }
+        IpamCmd::Release { .. } => Err("name an address to release, or --node NAME".into()),
+    }
 }
 
 pub fn load_network(path: &Path) -> Result<Network, String> {
     let text = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let v: Value = serde_json::from_slice(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
     let name = v.get("name").and_then(Value::as_str).ok_or_else(|| format!("{} has no network name", path.display()))?;
+    let cni_version = v.get("cniVersion").and_then(Value::as_str).unwrap_or("1.0.0").to_string();
     podnet_cni::config::validate_network_name(name).map_err(|e| format!("{}: {e}", path.display()))?;
     let plugins: Vec<&Value> = match v.get("plugins").and_then(Value::as_array) {
         Some(list) => list.iter().collect(),
@@ -57,7 +174,7 @@ pub fn load_network(path: &Path) -> Result<Network, String> {
         .into_iter()
         .find(|p| p.get("type").and_then(Value::as_str) == Some("podnet"))
         .ok_or_else(|| format!("{} has no plugin of type podnet", path.display()))?;
-    Ok(Network { name: name.to_string(), plugin: plugin.clone() })
+    Ok(Network { name: name.to_string(), cni_version, plugin: plugin.clone() })
 }
 
 fn default_config() -> Result<PathBuf, String> {
@@ -85,6 +202,13 @@ pub fn main() -> i32 {
 
 fn run(cli: &Cli) -> Result<i32, String> {
     match &cli.command {
+        Cmd::Ipam { cmd } => {
+            let path = match &cli.config {
+                Some(p) => p.clone(),
+                None => default_config()?,
+            };
+            ipam_cmd(cmd, &load_network(&path)?, cli.output)
+        }
         Cmd::Install(args) => install::install(args, cli.config.as_deref()),
         Cmd::Uninstall(args) => install::uninstall(args, cli.config.as_deref()),
         Cmd::Version => {
@@ -108,7 +232,6 @@ fn run(cli: &Cli) -> Result<i32, String> {
 }
 
 fn inspect_table(eps: &[EndpointRecord]) -> String {
-    let header = ["CONTAINER", "POD", "IFNAME", "HOST VETH", "MAC", "IPS", "GATEWAY", "ROUTES", "CREATED"];
     let rows: Vec<Vec<String>> = eps
         .iter()
         .map(|e| {
@@ -131,21 +254,26 @@ fn inspect_table(eps: &[EndpointRecord]) -> String {
             ]
         })
         .collect();
+    table(&["CONTAINER", "POD", "IFNAME", "HOST VETH", "MAC", "IPS", "GATEWAY", "ROUTES", "CREATED"], &rows)
+}
+
+/// Columns padded to their widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
+    for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.len());
         }
     }
     let mut out = String::new();
-    let line = |cells: Vec<&str>, out: &mut String| {
+    let mut line = |cells: Vec<&str>| {
         let s: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         out.push_str(s.join("  ").trim_end());
         out.push('\n');
     };
-    line(header.to_vec(), &mut out);
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect(), &mut out);
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
     }
     out
 }

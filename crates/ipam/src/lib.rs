@@ -10,6 +10,7 @@ pub mod error;
 pub mod fsio;
 pub mod model;
 pub mod node;
+pub mod report;
 pub mod store;
 
 pub use allocator::{Reservation, Span};
@@ -119,6 +120,9 @@ impl Ipam {
     }
     pub fn network(&self) -> &str {
         &self.network
+    }
+    pub fn reservation(&self) -> Reservation {
+        self.reservation
     }
     pub fn node_store(&self) -> &NodeStore {
         &self.node

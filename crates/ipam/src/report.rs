@@ -1,0 +1,199 @@
+//! What `podnetctl ipam show | check | release` report: pool usage, problems found by cross-checking
+//! the node store, the block leases and the live endpoints, and the two release operations.
+
+use crate::addr::{block_count, to_u128};
+use crate::allocator::Span;
+use crate::config::Source;
+use crate::error::IpamError;
+use crate::model::Handle;
+use crate::node::AddrEntry;
+use crate::Ipam;
+use ipnet::IpNet;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+
+fn saturate(n: u128) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolReport {
+    pub name: String,
+    pub cidr: IpNet,
+    pub source: String,
+    pub block_size: u8,
+    /// Addresses the pool can hand out, reserved ones excluded.
+    pub capacity: u64,
+    /// Leased blocks per node (overlay).
+    pub blocks_by_node: BTreeMap<String, usize>,
+    pub free_blocks: u64,
+    /// This node's blocks in the pool.
+    pub node_blocks: Vec<IpNet>,
+    /// Addresses this node holds in the pool.
+    pub used: usize,
+    /// Addresses still free in this node's blocks (range: in the range).
+    pub free: u64,
+    pub disabled: bool,
+}
+
+/// Per pool: size, blocks leased per node, addresses used and free on this node.
+pub fn show(ipam: &Ipam) -> Result<Vec<PoolReport>, IpamError> {
+    let leases = ipam.cluster().leases()?;
+    let allocations = ipam.allocations()?;
+    let node_blocks: Vec<IpNet> = if ipam.node_store().exists() { ipam.node_store().blocks()? } else { Vec::new() };
+    let mut out = Vec::new();
+    for pool in &ipam.config().pools {
+        let used = allocations.iter().filter(|a| a.pool == pool.name()).count();
+        let (capacity, free_blocks, mine, free) = match pool.cfg.source {
+            Source::Range => {
+                let cap = pool.range_span(ipam.reservation()).capacity();
+                (cap, 0, Vec::new(), cap.saturating_sub(used as u128))
+            }
+            _ => {
+                let per_block = Span::for_block(crate::addr::nth_block(pool.cidr(), pool.block_len, 0), ipam.reservation()).capacity();
+                let blocks = block_count(pool.cidr(), pool.block_len);
+                let leased = leases.iter().filter(|l| pool.cidr().contains(&l.block)).count() as u128;
+                let mine: Vec<IpNet> = node_blocks.iter().copied().filter(|b| pool.cidr().contains(b)).collect();
+                let mine_cap = mine.len() as u128 * per_block;
+                (blocks.saturating_mul(per_block), blocks.saturating_sub(leased), mine, mine_cap.saturating_sub(used as u128))
+            }
+        };
+        let mut by_node = BTreeMap::new();
+        for l in leases.iter().filter(|l| pool.cidr().contains(&l.block)) {
+            *by_node.entry(l.node.clone()).or_insert(0) += 1;
+        }
+        out.push(PoolReport {
+            name: pool.name().to_string(),
+            cidr: pool.cidr(),
+            source: format!("{:?}", pool.cfg.source).to_lowercase(),
+            block_size: pool.block_len,
+            capacity: saturate(capacity),
+            blocks_by_node: by_node,
+            free_blocks: saturate(free_blocks),
+            node_blocks: mine,
+            used,
+            free: saturate(free),
+            disabled: pool.cfg.disabled,
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProblemKind {
+    /// An address whose attachment has no live endpoint: GC or `ipam release IP` frees it.
+    Leaked,
+    /// One address held by two handles.
+    Duplicate,
+    /// An address outside this node's blocks (overlay) or outside its range.
+    Borrowed,
+    /// A block the node store records but the cluster store does not lease to this node.
+    OrphanedBlock,
+    /// A block the cluster store leases to this node that its node store does not record.
+    UnrecordedLease,
+    /// A state file that fails its checksum or does not decode.
+    Corrupt,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    pub kind: ProblemKind,
+    pub detail: String,
+}
+
+/// Cross-check the node store, the block leases and the live endpoints (`live` says whether an
+/// attachment's endpoint exists on this node).
+pub fn check(ipam: &Ipam, live: &dyn Fn(&Handle) -> bool) -> Result<Vec<Problem>, IpamError> {
+    let mut problems = Vec::new();
+    let mut push = |kind, detail: String| problems.push(Problem { kind, detail });
+    let node = ipam.node_store();
+    if !node.exists() {
+        return Ok(Vec::new());
+    }
+    let entries: Vec<AddrEntry> = {
+        let _lock = node.lock()?;
+        node.entries()?
+    };
+    let node_blocks = node.blocks()?;
+    let mine: Vec<IpNet> = ipam.cluster().leases()?.into_iter().filter(|l| l.node == ipam.config().node).map(|l| l.block).collect();
+    let mut by_ip: HashMap<IpAddr, Vec<&Handle>> = HashMap::new();
+    for e in &entries {
+        by_ip.entry(e.ip).or_default().push(&e.handle);
+    }
+    let mut dups: Vec<(&IpAddr, &Vec<&Handle>)> = by_ip.iter().filter(|(_, hs)| hs.len() > 1).collect();
+    dups.sort_by_key(|(ip, _)| to_u128(**ip));
+    for (ip, hs) in dups {
+        let keys: Vec<String> = hs.iter().map(|h| h.key()).collect();
+        push(ProblemKind::Duplicate, format!("{ip} is held by {}", keys.join(" and ")));
+    }
+    let mut reported_leak = HashSet::new();
+    for e in &entries {
+        let a = match node.read(e) {
+            Ok(a) => a,
+            Err(err) => {
+                push(ProblemKind::Corrupt, err.to_string());
+                continue;
+            }
+        };
+        if !live(&e.handle) && reported_leak.insert(e.handle.clone()) {
+            push(ProblemKind::Leaked, format!("{} is held by {} but no endpoint of it exists on this node", e.ip, e.handle.key()));
+        }
+        let Some(pool) = ipam.config().pools.iter().find(|p| p.name() == a.pool) else {
+            push(ProblemKind::Borrowed, format!("{} belongs to pool {}, which the config no longer has", e.ip, a.pool));
+            continue;
+        };
+        let inside = match pool.cfg.source {
+            Source::Range => pool.range_span(ipam.reservation()).usable(e.ip),
+            _ => node_blocks.iter().any(|b| b.contains(&e.ip)),
+        };
+        if !inside {
+            push(ProblemKind::Borrowed, format!("{} ({}) lies outside this node's blocks in pool {}", e.ip, e.handle.key(), pool.name()));
+        }
+    }
+    for b in &node_blocks {
+        if !mine.contains(b) {
+            push(ProblemKind::OrphanedBlock, format!("block {b} is recorded on this node but not leased to {} in the cluster store", ipam.config().node));
+        }
+    }
+    for b in &mine {
+        if !node_blocks.contains(b) {
+            push(ProblemKind::UnrecordedLease, format!("block {b} is leased to {} but not recorded on the node (ADD adopts it when it needs a block)", ipam.config().node));
+        }
+    }
+    if let Err(e) = node.block_leases() {
+        push(ProblemKind::Corrupt, e.to_string());
+    }
+    Ok(problems)
+}
+
+/// Free one address. Refuses (returns the holder) when its endpoint is live, unless `force`.
+pub fn release_address(ipam: &Ipam, ip: IpAddr, force: bool, live: &dyn Fn(&Handle) -> bool) -> Result<Result<Vec<Handle>, Handle>, IpamError> {
+    let node = ipam.node_store();
+    if !node.exists() {
+        return Ok(Ok(Vec::new()));
+    }
+    let _lock = node.lock()?;
+    let hits: Vec<AddrEntry> = node.entries()?.into_iter().filter(|e| e.ip == ip).collect();
+    if let Some(busy) = hits.iter().find(|e| live(&e.handle)) {
+        if !force {
+            return Ok(Err(busy.handle.clone()));
+        }
+    }
+    node.remove(&hits)?;
+    Ok(Ok(hits.into_iter().map(|e| e.handle).collect()))
+}
+
+/// Hand a dead node's blocks back to the pools.
+pub fn release_node(ipam: &Ipam, node: &str) -> Result<Vec<IpNet>, IpamError> {
+    let mut released = Vec::new();
+    for lease in ipam.cluster().leases()?.into_iter().filter(|l| l.node == node) {
+        if ipam.cluster().release_block(lease.block, node)? {
+            released.push(lease.block);
+        }
+    }
+    Ok(released)
+}
