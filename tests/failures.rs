@@ -74,7 +74,8 @@ fn bad_configs_get_codes_that_name_the_field() {
         (json!({"ipam": {"pools": null}}), 7, "pools"),
         (json!({"ipam": {"pools": [{"name": "p", "cidr": "10.0.0.0/8", "blockSize": 4}]}}), 7, "blockSize"),
         (json!({"ipam": {"type": null}}), 7, "ipam.type"),
-        (json!({"ipam": {"store": {"type": "etcd", "endpoints": ["http://127.0.0.1:2379"]}}}), 2, "etcd"),
+        (json!({"ipam": {"store": {"type": "etcd"}}}), 7, "endpoints"),
+        (json!({"ipam": {"pools": [{"name": "p", "cidr": "10.0.0.0/8", "source": "vnet"}]}}), 2, "vnet"),
         (json!({"dataDir": "relative"}), 7, "dataDir"),
         (json!({"bridge": "a/b"}), 7, "bridge"),
     ];

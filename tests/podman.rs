@@ -63,8 +63,9 @@ impl Podman {
             std::os::unix::fs::symlink("busybox", d.join("rootfs/bin").join(applet)).unwrap();
         }
         let pm = Podman { node, tag };
-        let tar = Command::new("tar").arg("-C").arg(pm.node.dir.path().join("rootfs")).args(["-c", "."]).stdout(Stdio::piped()).spawn().unwrap();
-        let out = pm.command(&["import", "-", IMAGE]).stdin(tar.stdout.unwrap()).output().unwrap();
+        let mut tar = Command::new("tar").arg("-C").arg(pm.node.dir.path().join("rootfs")).args(["-c", "."]).stdout(Stdio::piped()).spawn().unwrap();
+        let out = pm.command(&["import", "-", IMAGE]).stdin(tar.stdout.take().unwrap()).output().unwrap();
+        assert!(tar.wait().unwrap().success(), "tar of the rootfs failed");
         assert!(out.status.success(), "podman import: {}", String::from_utf8_lossy(&out.stderr));
         pm
     }

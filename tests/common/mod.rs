@@ -319,3 +319,81 @@ pub fn run_in_node(node: &Node, bin: &str, args: &[&str]) -> std::process::Outpu
     drop(ns);
     out
 }
+
+/// Run `f` on a thread inside `ns` (for work that must see the node's loopback, e.g. etcd).
+pub fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
+    let file = File::open(ns.path()).expect("netns");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on this dedicated thread only.
+            assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// A real etcd (Debian's etcd-server) on the loopback of a node namespace the test owns, with a
+/// temp data dir, stopped by its PID.
+pub struct Etcd {
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+    netns: PathBuf,
+}
+
+const ETCD_CLIENT_PORT: u16 = 2379;
+
+impl Etcd {
+    pub fn start_in(ns: &Netns) -> Etcd {
+        let mut e = Etcd { child: None, dir: tempfile::tempdir().unwrap(), netns: ns.path() };
+        e.restart_in(ns);
+        e
+    }
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{ETCD_CLIENT_PORT}")
+    }
+    /// Start (again, on the same data).
+    pub fn restart_in(&mut self, ns: &Netns) {
+        assert!(self.child.is_none() && ns.path() == self.netns);
+        let (c, p) = (self.url(), "http://127.0.0.1:2380".to_string());
+        let file = File::open(&self.netns).expect("netns");
+        let fd = file.as_raw_fd();
+        let mut cmd = Command::new("etcd");
+        cmd.args(["--name", "podnet-test", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &c, "--advertise-client-urls", &c, "--listen-peer-urls", &p])
+            .args(["--initial-advertise-peer-urls", &p, "--initial-cluster", &format!("podnet-test={p}")])
+            .stdout(Stdio::null())
+            .stderr(File::create(self.dir.path().join("etcd.log")).unwrap());
+        // SAFETY: setns is async-signal-safe; etcd starts inside the node namespace.
+        unsafe {
+            cmd.pre_exec(move || if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+        }
+        self.child = Some(cmd.spawn().expect("etcd is not installed (scripts/deps installs etcd-server)"));
+        // Ready once the client port accepts connections (requests retry within timeoutMs anyway).
+        let ready = in_netns(ns, || {
+            (0..400).any(|_| {
+                let up = std::net::TcpStream::connect(("127.0.0.1", ETCD_CLIENT_PORT)).is_ok();
+                if !up {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                up
+            })
+        });
+        assert!(ready, "etcd did not start: {}", std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -74,7 +74,7 @@ pub struct StoreConfig {
     #[serde(default, rename = "timeoutMs")]
     pub timeout_ms: Option<u64>,
     #[serde(default)]
-    pub tls: Option<Value>,
+    pub tls: Option<TlsFiles>,
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default, rename = "passwordFile")]
@@ -83,6 +83,77 @@ pub struct StoreConfig {
 
 fn default_store_type() -> String {
     "local".into()
+}
+
+/// `ipam.store.tls`: PEM files, read when the store connects.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+/// The etcd store's settings, validated.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    /// URLs; a bare `host:port` was taken as `http://host:port`.
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    /// Bounds all etcd work of one invocation, retries included.
+    pub timeout: std::time::Duration,
+    pub tls: Option<TlsFiles>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+pub const DEFAULT_ETCD_PREFIX: &str = "/podnet";
+pub const DEFAULT_ETCD_TIMEOUT_MS: u64 = 2000;
+
+fn etcd_config(store: &StoreConfig) -> Result<EtcdConfig, IpamError> {
+    let bad = |m: String| IpamError::Config(format!("ipam.store.{m}"));
+    if store.endpoints.is_empty() {
+        return Err(bad("endpoints is empty; list the etcd client URLs, e.g. [\"http://127.0.0.1:2379\"]".into()));
+    }
+    let mut endpoints = Vec::new();
+    for e in &store.endpoints {
+        let url = if e.contains("://") { e.clone() } else { format!("http://{e}") };
+        let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).ok_or_else(|| bad(format!("endpoints: {e:?} must be http:// or https:// (or a bare host:port)")))?;
+        if rest.is_empty() || rest.contains('/') && !rest.ends_with('/') {
+            return Err(bad(format!("endpoints: {e:?} is not host:port")));
+        }
+        if url.starts_with("https://") && store.tls.as_ref().and_then(|t| t.ca.as_ref()).is_none() {
+            return Err(bad(format!("tls.ca is needed for the https endpoint {e}")));
+        }
+        endpoints.push(url);
+    }
+    let prefix = store.prefix.clone().unwrap_or_else(|| DEFAULT_ETCD_PREFIX.into());
+    if !prefix.starts_with('/') {
+        return Err(bad(format!("prefix {prefix:?} must start with '/'")));
+    }
+    let timeout_ms = store.timeout_ms.unwrap_or(DEFAULT_ETCD_TIMEOUT_MS);
+    if timeout_ms == 0 {
+        return Err(bad("timeoutMs must be at least 1".into()));
+    }
+    if let Some(t) = &store.tls {
+        if t.cert.is_some() != t.key.is_some() {
+            return Err(bad("tls: cert and key go together".into()));
+        }
+    }
+    if store.username.is_some() != store.password_file.is_some() {
+        return Err(bad("username and passwordFile go together".into()));
+    }
+    Ok(EtcdConfig {
+        endpoints,
+        prefix,
+        timeout: std::time::Duration::from_millis(timeout_ms),
+        tls: store.tls.clone(),
+        username: store.username.clone(),
+        password_file: store.password_file.clone(),
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,6 +228,8 @@ pub struct IpamConfig {
     pub node: String,
     pub data_dir: PathBuf,
     pub store: StoreConfig,
+    /// Set when `store.type` is `etcd`.
+    pub etcd: Option<EtcdConfig>,
     pub pools: Vec<Pool>,
 }
 
@@ -196,11 +269,7 @@ impl IpamConfig {
                     }
                 }
             }
-            "etcd" => {
-                return Err(IpamError::Unsupported(
-                    "ipam.store.type \"etcd\" is not available in this build yet; use {\"type\":\"local\"}".into(),
-                ))
-            }
+            "etcd" => {}
             other => return Err(IpamError::Config(format!("ipam.store.type {other:?} is unknown; use \"local\" or \"etcd\""))),
         }
         let pools_raw = raw.pools.ok_or_else(|| IpamError::Config("ipam.pools is missing; list at least one pool".into()))?;
@@ -222,7 +291,8 @@ impl IpamConfig {
             }
             pools.push(pool);
         }
-        Ok(IpamConfig { node, data_dir, store, pools })
+        let etcd = if store.kind == "etcd" { Some(etcd_config(&store)?) } else { None };
+        Ok(IpamConfig { node, data_dir, store, etcd, pools })
     }
 
     /// The cluster store directory for the local store.
@@ -251,7 +321,10 @@ fn validate_pool(p: PoolConfig) -> Result<Pool, IpamError> {
     let max = max_prefix(v4);
     let block_len = match p.source {
         Source::Vnet => {
-            return Err(field("source", "\"vnet\" is not available in this build yet; use \"overlay\" or \"range\"".into()))
+            return Err(IpamError::Unsupported(format!(
+                "ipam.pools[{}].source: \"vnet\" is not available in this build yet; use \"overlay\" or \"range\"",
+                p.name
+            )))
         }
         Source::Range => {
             if p.block_size.is_some() {
@@ -347,6 +420,10 @@ mod tests {
             (json!({"node":"n","pools":[{"name":"a","cidr":"10.0.0.0/8"},{"name":"b","cidr":"10.1.0.0/16"}]}), "overlaps"),
             (json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.0/16","colour":"red"}]}), "colour"),
             (json!({"node":"n","store":{"type":"zk"},"pools":[{"name":"p","cidr":"10.0.0.0/16"}]}), "store.type"),
+            (json!({"node":"n","store":{"type":"etcd"},"pools":[{"name":"p","cidr":"10.0.0.0/16"}]}), "endpoints"),
+            (json!({"node":"n","store":{"type":"etcd","endpoints":["https://e:2379"]},"pools":[{"name":"p","cidr":"10.0.0.0/16"}]}), "tls.ca"),
+            (json!({"node":"n","store":{"type":"etcd","endpoints":["ftp://e"]},"pools":[{"name":"p","cidr":"10.0.0.0/16"}]}), "endpoints"),
+            (json!({"node":"n","store":{"type":"etcd","endpoints":["e:1"],"username":"u"},"pools":[{"name":"p","cidr":"10.0.0.0/16"}]}), "passwordFile"),
             (json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.0/16","source":"range","exclude":["bogus"]}]}), "exclude"),
             (json!({"node":"n","pools":[{"name":"p","cidr":"nope"}]}), "cidr"),
             (json!({"node":"a/b","pools":[{"name":"p","cidr":"10.0.0.0/16"}]}), "ipam.node"),
@@ -355,6 +432,14 @@ mod tests {
             let e = parse(v.clone()).unwrap_err();
             assert!(e.to_string().contains(needle), "{v}: {e}");
         }
+    }
+
+    #[test]
+    fn etcd_settings() {
+        let c = parse(json!({"node":"n","store":{"type":"etcd","endpoints":["127.0.0.1:2379","https://e:2379"],"tls":{"ca":"/ca.pem"},"timeoutMs":500},"pools":[{"name":"p","cidr":"10.0.0.0/16"}]})).unwrap();
+        let e = c.etcd.unwrap();
+        assert_eq!(e.endpoints, ["http://127.0.0.1:2379", "https://e:2379"]);
+        assert_eq!((e.prefix.as_str(), e.timeout.as_millis()), ("/podnet", 500));
     }
 
     #[test]

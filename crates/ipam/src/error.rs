@@ -18,6 +18,8 @@ pub enum IpamError {
     Corrupt { path: PathBuf, why: String },
     /// The store lock could not be taken in time.
     Busy(String),
+    /// The cluster store did not answer within its time budget.
+    Unavailable(String),
     Io { what: String, err: std::io::Error },
 }
 
@@ -30,7 +32,7 @@ impl IpamError {
 impl fmt::Display for IpamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            IpamError::Config(m) | IpamError::Unsupported(m) | IpamError::Exhausted(m) | IpamError::NoEligiblePool(m) | IpamError::Busy(m) => f.write_str(m),
+            IpamError::Config(m) | IpamError::Unsupported(m) | IpamError::Exhausted(m) | IpamError::NoEligiblePool(m) | IpamError::Busy(m) | IpamError::Unavailable(m) => f.write_str(m),
             IpamError::Corrupt { path, why } => write!(
                 f,
                 "state file {} is corrupt ({why}); podnet will not guess what it held: run `podnetctl ipam check` and restore or remove the file",
@@ -51,7 +53,7 @@ impl From<IpamError> for CniError {
             IpamError::Exhausted(_) => ErrorCode::PoolExhausted,
             IpamError::NoEligiblePool(_) => ErrorCode::NoEligiblePool,
             IpamError::Corrupt { .. } => ErrorCode::StoreCorrupt,
-            IpamError::Busy(_) => ErrorCode::TryAgainLater,
+            IpamError::Busy(_) | IpamError::Unavailable(_) => ErrorCode::TryAgainLater,
             IpamError::Io { .. } => ErrorCode::Io,
         };
         CniError::new(code, e.to_string())

@@ -111,7 +111,10 @@ pub struct Ipam {
 impl Ipam {
     pub fn new(cfg: IpamConfig, network: &str, reservation: Reservation) -> Ipam {
         let node = NodeStore::new(&cfg.data_dir, network);
-        let cluster = Box::new(LocalStore::new(cfg.local_cluster_dir(), network));
+        let cluster: Box<dyn ClusterStore> = match &cfg.etcd {
+            Some(etcd) => Box::new(store::etcd::EtcdStore::new(etcd.clone(), network)),
+            None => Box::new(LocalStore::new(cfg.local_cluster_dir(), network)),
+        };
         Ipam { cfg, network: network.to_string(), reservation, node, cluster }
     }
 

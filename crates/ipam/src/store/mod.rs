@@ -1,6 +1,7 @@
 //! Where block leases live. The node store ([`crate::node::NodeStore`]) holds addresses; the cluster
 //! store holds only which node leases which block, so a pod ADD touches it only for a new block.
 
+pub mod etcd;
 pub mod local;
 
 use crate::config::Pool;
@@ -17,4 +18,8 @@ pub trait ClusterStore {
     fn release_block(&self, block: IpNet, node: &str) -> Result<bool, IpamError>;
     /// Every lease of the network.
     fn leases(&self) -> Result<Vec<BlockLease>, IpamError>;
+    /// Round trips to a remote store so far in this process (0 for the local store).
+    fn requests(&self) -> usize {
+        0
+    }
 }

@@ -1,0 +1,202 @@
+//! The cluster store on etcd v3. Block leases live at `<prefix>/<network>/blocks/<cidr>` (the CIDR
+//! with `/` written `_`), each value a JSON [`BlockLease`]. A lease is created only if the key does
+//! not exist (compare create_revision = 0) and deleted only at the revision its owner read, so two
+//! nodes can never both hold a block. No consensus of our own: etcd's transactions decide.
+//!
+//! The plugin is synchronous; this store starts a single-threaded runtime and connects only when
+//! first used (a block must be leased or listed), so ADDs inside the node's blocks and every DEL
+//! never touch etcd. `timeoutMs` is one deadline for all etcd work of the invocation.
+
+use super::ClusterStore;
+use crate::addr::{block_count, net_from_file_name, net_to_file_name, nth_block};
+use crate::config::{EtcdConfig, Pool};
+use crate::error::IpamError;
+use crate::model::{now_rfc3339, BlockLease};
+use etcd_client::{Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn, TxnOp};
+use ipnet::IpNet;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub struct EtcdStore {
+    cfg: EtcdConfig,
+    blocks_prefix: String,
+    conn: RefCell<Option<(tokio::runtime::Runtime, Client)>>,
+    deadline: Cell<Option<Instant>>,
+    requests: Cell<usize>,
+}
+
+impl EtcdStore {
+    pub fn new(cfg: EtcdConfig, network: &str) -> EtcdStore {
+        let blocks_prefix = format!("{}/{network}/blocks/", cfg.prefix.trim_end_matches('/'));
+        EtcdStore { cfg, blocks_prefix, conn: RefCell::new(None), deadline: Cell::new(None), requests: Cell::new(0) }
+    }
+
+    /// etcd requests made so far (0 for an ADD inside the node's own blocks).
+    pub fn requests(&self) -> usize {
+        self.requests.get()
+    }
+
+    fn unavailable(&self, why: impl std::fmt::Display) -> IpamError {
+        IpamError::Unavailable(format!(
+            "etcd at {} did not answer within timeoutMs {}: {why}; try again later",
+            self.cfg.endpoints.join(","),
+            self.cfg.timeout.as_millis()
+        ))
+    }
+
+    /// Time left of this invocation's etcd budget, starting it on first use.
+    fn remaining(&self) -> Result<Duration, IpamError> {
+        let deadline = *self.deadline.get().get_or_insert_with(|| Instant::now() + self.cfg.timeout);
+        self.deadline.set(Some(deadline));
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(self.unavailable("the time budget is spent"));
+        }
+        Ok(left)
+    }
+
+    /// Run one etcd call within the remaining budget, connecting first if needed. Failures (etcd
+    /// down, no leader yet) are retried until the budget is spent; then the caller gets code 11.
+    fn call<T, F, Fut>(&self, f: F) -> Result<T, IpamError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        loop {
+            let left = self.remaining()?;
+            let attempt = self.attempt(&f, left);
+            match attempt {
+                Ok(v) => return Ok(v),
+                Err(why) => {
+                    let pause = Duration::from_millis(50);
+                    if self.remaining().map(|l| l <= pause).unwrap_or(true) {
+                        return Err(self.unavailable(why));
+                    }
+                    // A broken connection is rebuilt on the next attempt.
+                    *self.conn.borrow_mut() = None;
+                    std::thread::sleep(pause);
+                }
+            }
+        }
+    }
+
+    fn attempt<T, F, Fut>(&self, f: &F, left: Duration) -> Result<T, String>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut conn = self.conn.borrow_mut();
+        if conn.is_none() {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("starting the etcd client runtime: {e}"))?;
+            let mut opts = ConnectOptions::new().with_connect_timeout(left).with_timeout(left);
+            let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+            if let (Some(user), Some(pw_file)) = (&self.cfg.username, &self.cfg.password_file) {
+                // The password is read here and never logged.
+                let password = String::from_utf8_lossy(&read(pw_file)?).trim_end_matches(['\n', '\r']).to_string();
+                opts = opts.with_user(user.clone(), password);
+            }
+            if let Some(files) = &self.cfg.tls {
+                let mut tls = TlsOptions::new();
+                if let Some(ca) = &files.ca {
+                    tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+                }
+                if let (Some(cert), Some(key)) = (&files.cert, &files.key) {
+                    tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+                }
+                opts = opts.with_tls(tls);
+            }
+            let endpoints = self.cfg.endpoints.clone();
+            let client = rt
+                .block_on(async { tokio::time::timeout(left, Client::connect(endpoints, Some(opts))).await })
+                .map_err(|_| "connecting timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            *conn = Some((rt, client));
+        }
+        let (rt, client) = conn.as_ref().expect("connected above");
+        self.requests.set(self.requests.get() + 1);
+        let fut = f(client.clone());
+        rt.block_on(async { tokio::time::timeout(left, fut).await })
+            .map_err(|_| "the request timed out".to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    fn read_all(&self) -> Result<Vec<(BlockLease, i64)>, IpamError> {
+        let prefix = self.blocks_prefix.clone();
+        let resp = self.call(|mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })?;
+        let mut out = Vec::new();
+        for kv in resp.kvs() {
+            let key = kv.key_str().unwrap_or_default().to_string();
+            let lease: BlockLease = serde_json::from_slice(kv.value())
+                .map_err(|e| IpamError::Corrupt { path: key.clone().into(), why: format!("etcd value does not decode: {e}") })?;
+            if net_from_file_name(key.trim_start_matches(&self.blocks_prefix)) != Some(lease.block) {
+                return Err(IpamError::Corrupt { path: key.into(), why: format!("holds block {} under another key", lease.block) });
+            }
+            out.push((lease, kv.mod_revision()));
+        }
+        Ok(out)
+    }
+}
+
+impl ClusterStore for EtcdStore {
+    fn leased_blocks(&self, pool: &Pool, node: &str) -> Result<Vec<BlockLease>, IpamError> {
+        Ok(self.read_all()?.into_iter().map(|(l, _)| l).filter(|l| l.node == node && pool.cidr().contains(&l.block)).collect())
+    }
+
+    fn lease_block(&self, pool: &Pool, node: &str) -> Result<Option<BlockLease>, IpamError> {
+        let mut taken: HashSet<IpNet> = self.read_all()?.into_iter().map(|(l, _)| l.block).collect();
+        let count = block_count(pool.cidr(), pool.block_len);
+        let mut n: u128 = 0;
+        while n < count {
+            let block = nth_block(pool.cidr(), pool.block_len, n);
+            n += 1;
+            if taken.contains(&block) {
+                continue;
+            }
+            let lease = BlockLease { block, pool: pool.name().to_string(), node: node.to_string(), leased_at: now_rfc3339() };
+            let key = format!("{}{}", self.blocks_prefix, net_to_file_name(block));
+            let value = serde_json::to_vec(&lease).expect("leases serialize");
+            // Create only if absent: a node that lost the race moves on to the next block.
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key, value, None)]);
+            if self.call(|mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })?
+            .succeeded()
+            {
+                return Ok(Some(lease));
+            }
+            taken.insert(block);
+        }
+        Ok(None)
+    }
+
+    fn release_block(&self, block: IpNet, node: &str) -> Result<bool, IpamError> {
+        let Some((_, revision)) = self.read_all()?.into_iter().find(|(l, _)| l.block == block && l.node == node) else {
+            return Ok(false);
+        };
+        let key = format!("{}{}", self.blocks_prefix, net_to_file_name(block));
+        // Delete only the lease as its owner read it.
+        let txn = Txn::new().when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)]).and_then([TxnOp::delete(key, None)]);
+        Ok(self
+            .call(|mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })?
+            .succeeded())
+    }
+
+    fn leases(&self) -> Result<Vec<BlockLease>, IpamError> {
+        Ok(self.read_all()?.into_iter().map(|(l, _)| l).collect())
+    }
+
+    fn requests(&self) -> usize {
+        EtcdStore::requests(self)
+    }
+}

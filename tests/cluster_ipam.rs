@@ -1,0 +1,123 @@
+//! Cluster IPAM: blocks leased to nodes in a real etcd (and in the shared local store), concurrency
+//! across simulated nodes, outages, exhaustion and namespace pools.
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+
+/// The `ipam` object for node `node` of a three-node cluster on `store`.
+fn ipam_conf(node: &Node, name: &str, store: &Value, pools: Value) -> Value {
+    json!({"cniVersion": "1.0.0", "name": "cluster", "ipam": {"type": "podnet-ipam", "node": name,
+        "dataDir": node.dir.path().join(name), "store": store, "pools": pools}})
+}
+
+/// The cluster store's leases, read from inside the node (where etcd listens).
+fn leases(node: &Node, conf: &Value) -> Vec<podnet_ipam::BlockLease> {
+    let cfg = podnet_ipam::IpamConfig::parse(&conf["ipam"], None).unwrap();
+    in_netns(&node.ns, || podnet_ipam::Ipam::new(cfg, "cluster", podnet_ipam::Reservation::GatewayPerBlock).cluster().leases().unwrap())
+}
+
+/// Three nodes add 100 pods each at once through the podnet-ipam plugin: 300 distinct addresses,
+/// each inside a block leased to its own node, and no more blocks than needed.
+fn three_nodes_concurrently(node: &Node, store: Value) {
+    let pools = json!([{"name": "pods", "cidr": "10.70.0.0/16", "blockSize": 26}]);
+    let confs: Vec<Value> = ["n1", "n2", "n3"].iter().map(|n| ipam_conf(node, n, &store, pools.clone())).collect();
+    let netns = node.ns.path();
+    let got: Vec<Vec<String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = confs
+            .iter()
+            .enumerate()
+            .map(|(n, conf)| {
+                let netns = &netns;
+                s.spawn(move || (0..100).map(|i| result_ip(&node.call(PODNET_IPAM, "ADD", &format!("n{n}-pod{i}"), Some(netns), "eth0", conf).must())).collect())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let all: HashSet<&String> = got.iter().flatten().collect();
+    assert_eq!(all.len(), 300, "300 distinct addresses");
+    let leases = leases(node, &confs[0]);
+    // A /26 on a bridge holds 61 pods: 100 pods need 2 blocks per node.
+    assert_eq!(leases.len(), 6, "{leases:?}");
+    let owner: HashMap<ipnet::IpNet, String> = leases.iter().map(|l| (l.block, l.node.clone())).collect();
+    for (n, ips) in got.iter().enumerate() {
+        for ip in ips {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let block = owner.keys().find(|b| b.contains(&ip)).expect("inside a leased block");
+            assert_eq!(owner[block], format!("n{}", n + 1), "strict affinity: {ip} is in its own node's block");
+        }
+    }
+}
+
+#[test]
+fn three_nodes_on_etcd_get_distinct_addresses_in_their_own_blocks() {
+    let node = Node::new();
+    let etcd = Etcd::start_in(&node.ns);
+    three_nodes_concurrently(&node, json!({"type": "etcd", "endpoints": [etcd.url()], "timeoutMs": 5000}));
+}
+
+#[test]
+fn three_nodes_on_the_shared_local_store_get_distinct_addresses_in_their_own_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    three_nodes_concurrently(&Node::new(), json!({"type": "local", "path": dir.path()}));
+}
+
+#[test]
+fn an_etcd_outage_gives_code_11_and_leaves_nothing_and_adds_inside_own_blocks_keep_working() {
+    let node = Node::new();
+    let mut etcd = Etcd::start_in(&node.ns);
+    // /29 blocks hold 5 pods each on a bridge; a pod past the fifth needs a new block from etcd.
+    let conf = node.podnet_conf(json!({"ipam": {"store": {"type": "etcd", "endpoints": [etcd.url()], "timeoutMs": 2000},
+        "pools": [{"name": "pods", "cidr": "10.71.0.0/24", "blockSize": 29}]}}));
+    let pods: Vec<Netns> = (0..7).map(|i| Netns::new(&format!("o{i}"))).collect();
+    for (i, p) in pods.iter().enumerate().take(3) {
+        node.add(&format!("o{i}"), p, &conf).must();
+    }
+    etcd.stop();
+    // Inside the node's own block: no etcd needed.
+    for (i, p) in pods.iter().enumerate().take(5).skip(3) {
+        node.add(&format!("o{i}"), p, &conf).must();
+    }
+    // The block is full: leasing another needs etcd, which is down.
+    let e = node.add("o5", &pods[5], &conf);
+    assert_eq!(e.code(), 11, "{}", e.raw);
+    assert_eq!(node.allocations().len(), 5, "the failed ADD left no allocation");
+    assert!(!pods[5].links().contains(&"eth0".to_string()), "and no interface");
+    assert_eq!(node.host_veths().len(), 5);
+    // DEL never needs etcd.
+    assert!(node.del("o4", Some(&pods[4]), &conf).ok);
+    assert!(node.add("o4b", &pods[4], &conf).ok, "the freed address is reused without etcd");
+    etcd.restart_in(&node.ns);
+    let r = node.add("o5", &pods[5], &conf).must();
+    assert!(result_ip(&r).starts_with("10.71.0.1"), "a second block: {}", result_ip(&r));
+    assert_eq!(node.allocations().len(), 6);
+}
+
+#[test]
+fn exhaustion_and_namespace_pools_on_etcd() {
+    let node = Node::new();
+    let etcd = Etcd::start_in(&node.ns);
+    let store = json!({"type": "etcd", "endpoints": [etcd.url()], "prefix": "/test-cluster"});
+    // Two /29 blocks in the pool; node a takes both.
+    let pools = json!([{"name": "team", "cidr": "10.73.0.0/24", "blockSize": 29, "namespaces": ["team-a"]},
+                       {"name": "small", "cidr": "10.72.0.0/28", "blockSize": 29}]);
+    let a = ipam_conf(&node, "a", &store, pools.clone());
+    let b = ipam_conf(&node, "b", &store, pools);
+    let ns = node.ns.path();
+    for i in 0..10 {
+        node.call(PODNET_IPAM, "ADD", &format!("a{i}"), Some(&ns), "eth0", &a).must();
+    }
+    let e = node.call(PODNET_IPAM, "ADD", "b0", Some(&ns), "eth0", &b);
+    assert_eq!(e.code(), 100, "{}", e.raw);
+    let msg = e.json["msg"].as_str().unwrap();
+    assert!(msg.contains("small (10.72.0.0/28)") && msg.contains("node b"), "{msg}");
+    // team-a pods come from the team pool; other namespaces never do.
+    let args = |ns: &str| format!("K8S_POD_NAMESPACE={ns}");
+    let team = node.call_env(PODNET_IPAM, "ADD", &[("CNI_CONTAINERID", "t1"), ("CNI_IFNAME", "eth0"), ("CNI_ARGS", &args("team-a"))], Some(&ns), &b).must();
+    assert!(result_ip(&team).starts_with("10.73.0."), "{team}");
+    let other = node.call_env(PODNET_IPAM, "ADD", &[("CNI_CONTAINERID", "t2"), ("CNI_IFNAME", "eth0"), ("CNI_ARGS", &args("other"))], Some(&ns), &b);
+    assert_eq!(other.code(), 100, "the open pool is full and the team pool is not theirs: {}", other.raw);
+    // Everything lives under <prefix>/<network>/ in etcd.
+    assert!(leases(&node, &a).iter().all(|l| l.block.to_string().starts_with("10.7")));
+}
