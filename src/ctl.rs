@@ -58,6 +58,9 @@ enum IpamCmd {
         /// Release every block leased to this node.
         #[arg(long, conflicts_with = "ip")]
         node: Option<String>,
+        /// Hand back this node's blocks that have been empty for the grace time.
+        #[arg(long, conflicts_with_all = ["ip", "node"])]
+        empty_blocks: bool,
         #[arg(long)]
         force: bool,
     },
@@ -156,7 +159,17 @@ fn ipam_cmd(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, String>
             }
             Ok(0)
         }
-        IpamCmd::Release { .. } => Err("name an address to release, or --node NAME".into()),
+        IpamCmd::Release { empty_blocks: true, .. } => {
+            let blocks = ipam.release_empty_blocks().map_err(|e| e.to_string())?;
+            if blocks.is_empty() {
+                println!("no block has been empty for the grace time");
+            }
+            for b in blocks {
+                println!("handed back empty block {b}");
+            }
+            Ok(0)
+        }
+        IpamCmd::Release { .. } => Err("name an address to release, --node NAME or --empty-blocks".into()),
     }
 }
 

@@ -11,6 +11,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/podnet";
+/// Long enough that a node churning pods keeps its blocks, short enough that a drained node
+/// gives its blocks back within minutes.
+pub const DEFAULT_EMPTY_BLOCK_GRACE_SECONDS: u64 = 600;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -167,6 +170,8 @@ struct RawIpam {
     store: Option<StoreConfig>,
     #[serde(default)]
     pools: Option<Vec<PoolConfig>>,
+    #[serde(default)]
+    empty_block_grace_seconds: Option<u64>,
 }
 
 /// A pool after validation, with its block size and reserved addresses resolved.
@@ -230,6 +235,8 @@ pub struct IpamConfig {
     pub store: StoreConfig,
     /// Set when `store.type` is `etcd`.
     pub etcd: Option<EtcdConfig>,
+    /// How long a block must stay empty before GC hands it back to its pool.
+    pub empty_block_grace: std::time::Duration,
     pub pools: Vec<Pool>,
 }
 
@@ -292,7 +299,8 @@ impl IpamConfig {
             pools.push(pool);
         }
         let etcd = if store.kind == "etcd" { Some(etcd_config(&store)?) } else { None };
-        Ok(IpamConfig { node, data_dir, store, etcd, pools })
+        let empty_block_grace = std::time::Duration::from_secs(raw.empty_block_grace_seconds.unwrap_or(DEFAULT_EMPTY_BLOCK_GRACE_SECONDS));
+        Ok(IpamConfig { node, data_dir, store, etcd, empty_block_grace, pools })
     }
 
     /// The cluster store directory for the local store.
@@ -370,6 +378,12 @@ fn validate_pool(p: PoolConfig) -> Result<Pool, IpamError> {
             return Err(field("exclude", format!("{e} is outside {cidr}")));
         }
         exclude.push(net.trunc());
+    }
+    if p.allow_borrowing {
+        return Err(IpamError::Unsupported(format!(
+            "ipam.pools[{}].allowBorrowing: borrowing addresses from other nodes' blocks is not available yet; podnet keeps strict block affinity",
+            p.name
+        )));
     }
     if p.refresh_seconds == Some(0) {
         return Err(field("refreshSeconds", "must be at least 1".into()));

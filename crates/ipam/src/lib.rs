@@ -94,6 +94,7 @@ impl Published<'_> {
         if !self.existing {
             for a in &self.allocations {
                 node.set_cursor(&a.pool, a.address.addr());
+                node.clear_empty(a.block);
             }
         }
         Ok(Allocated { allocations: self.allocations, existing: self.existing })
@@ -239,11 +240,57 @@ impl Ipam {
     }
 
     /// Release every address `handle` holds. Idempotent: an unknown handle releases nothing.
+    /// A block this empties is noted, to be handed back once empty for the grace time; that
+    /// needs no cluster store, so DEL never waits on one.
     pub fn release(&self, handle: &Handle) -> Result<Vec<IpAddr>, IpamError> {
+        if !self.node.exists() {
+            return Ok(Vec::new());
+        }
         let _lock = self.node.lock()?;
-        let mine: Vec<AddrEntry> = self.node.entries()?.into_iter().filter(|e| &e.handle == handle).collect();
+        let entries = self.node.entries()?;
+        let (mine, rest): (Vec<AddrEntry>, Vec<AddrEntry>) = entries.into_iter().partition(|e| &e.handle == handle);
         self.node.remove(&mine)?;
+        if !mine.is_empty() {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            for block in self.node.blocks()? {
+                if mine.iter().any(|e| block.contains(&e.ip)) && !rest.iter().any(|e| block.contains(&e.ip)) {
+                    self.node.mark_empty(block, now);
+                }
+            }
+        }
         Ok(mine.into_iter().map(|e| e.ip).collect())
+    }
+
+    /// Hand back to their pools the blocks that have stayed empty for the grace time (GC and
+    /// `podnetctl ipam release --empty-blocks` call this). Returns the blocks handed back.
+    pub fn release_empty_blocks(&self) -> Result<Vec<ipnet::IpNet>, IpamError> {
+        if !self.node.exists() {
+            return Ok(Vec::new());
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let due: Vec<ipnet::IpNet> = self
+            .node
+            .empty_blocks()
+            .into_iter()
+            .filter(|(_, since)| now.saturating_sub(*since) >= self.cfg.empty_block_grace.as_secs())
+            .map(|(b, _)| b)
+            .collect();
+        let mut released = Vec::new();
+        for block in due {
+            let _lock = self.node.lock()?;
+            // Still empty under the lock, or an ADD got there first.
+            if self.node.entries()?.iter().any(|e| block.contains(&e.ip)) {
+                self.node.clear_empty(block);
+                continue;
+            }
+            // The node forgets the block first: were the cluster release lost, `ipam check`
+            // reports an unrecorded lease, never a block two nodes allocate from.
+            self.node.remove_block(block)?;
+            self.node.clear_empty(block);
+            self.cluster.release_block(block, &self.cfg.node)?;
+            released.push(block);
+        }
+        Ok(released)
     }
 
     /// Release every address whose handle is not in `keep` (CNI GC).
@@ -433,6 +480,34 @@ mod tests {
         // The address stays taken: allocation reads names only.
         let b = ipam.allocate(&Handle::new("b", "eth0"), &pod("x")).unwrap();
         assert_ne!(b.allocations[0].address.addr(), "10.1.0.0".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn empty_blocks_go_back_after_the_grace_time_and_only_then() {
+        let d = tempfile::tempdir().unwrap();
+        let mk = |grace: u64| {
+            let cfg = IpamConfig::parse(
+                &json!({"node": "n1", "emptyBlockGraceSeconds": grace, "pools": [{"name": "p", "cidr": "10.1.0.0/24", "blockSize": 29}]}),
+                Some(d.path()),
+            )
+            .unwrap();
+            Ipam::new(cfg, "net", Reservation::GatewayPerBlock)
+        };
+        let ipam = mk(0);
+        for i in 0..6 {
+            ipam.allocate(&Handle::new(&format!("c{i}"), "eth0"), &pod("x")).unwrap();
+        }
+        assert_eq!(ipam.cluster().leases().unwrap().len(), 2, "5 pods per /29 block on a bridge");
+        ipam.release(&Handle::new("c5", "eth0")).unwrap();
+        // A long grace keeps the block; an expired one hands it back.
+        assert!(mk(3600).release_empty_blocks().unwrap().is_empty());
+        assert_eq!(ipam.release_empty_blocks().unwrap(), vec!["10.1.0.8/29".parse::<ipnet::IpNet>().unwrap()]);
+        assert_eq!(ipam.cluster().leases().unwrap().len(), 1);
+        // A block emptied and refilled before GC is kept.
+        ipam.release(&Handle::new("c4", "eth0")).unwrap();
+        ipam.allocate(&Handle::new("c6", "eth0"), &pod("x")).unwrap();
+        assert!(ipam.release_empty_blocks().unwrap().is_empty());
+        assert_eq!(ipam.cluster().leases().unwrap().len(), 1);
     }
 
     fn list_dir_names(dir: &std::path::Path) -> Vec<String> {

@@ -53,6 +53,31 @@ impl NodeStore {
     fn cursor_dir(&self) -> PathBuf {
         self.dir.join("cursor")
     }
+    fn empty_dir(&self) -> PathBuf {
+        self.dir.join("empty")
+    }
+
+    /// Note that `block` has been empty since `unix_secs`, unless already noted. A hint, written
+    /// without fsync: if lost, the block is only handed back later.
+    pub fn mark_empty(&self, block: IpNet, unix_secs: u64) {
+        let path = self.empty_dir().join(net_to_file_name(block));
+        if !path.exists() {
+            let _ = std::fs::create_dir_all(self.empty_dir());
+            let _ = std::fs::write(path, unix_secs.to_string());
+        }
+    }
+    /// The block has addresses again (or was handed back).
+    pub fn clear_empty(&self, block: IpNet) {
+        let _ = std::fs::remove_file(self.empty_dir().join(net_to_file_name(block)));
+    }
+    /// Blocks noted empty, with since when.
+    pub fn empty_blocks(&self) -> Vec<(IpNet, u64)> {
+        list(&self.empty_dir())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| Some((net_from_file_name(n)?, std::fs::read_to_string(self.empty_dir().join(n)).ok()?.trim().parse().ok()?)))
+            .collect()
+    }
 
     /// Take the node store lock: held only to pick addresses and write their records.
     pub fn lock(&self) -> Result<StoreLock, IpamError> {

@@ -404,6 +404,12 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
                     }
                 }
                 tracing::info!(released = torn_down.len(), "GC");
+                // Blocks empty for the grace time go back to their pools (a cluster store call).
+                match ipam.release_empty_blocks() {
+                    Ok(blocks) if !blocks.is_empty() => tracing::info!(blocks = ?blocks, "GC: empty blocks handed back"),
+                    Ok(_) => {}
+                    Err(e) => errors.push(e.to_string()),
+                }
             }
             None => {
                 let plugin = delegate::find_plugin(cfg.ipam["type"].as_str().unwrap_or_default(), &env.path)?;
