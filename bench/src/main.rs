@@ -98,6 +98,45 @@ struct Suite {
     conf: Value,
     /// Where the IPAM keeps one file per address, and which file names are bookkeeping.
     ipam_dir: PathBuf,
+    /// Runs an etcd in the node namespace for the round (the podnet etcd-store suite).
+    etcd: bool,
+}
+
+/// etcd inside a node namespace for one round, on the namespace's own loopback; killed by PID.
+struct NodeEtcd {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl NodeEtcd {
+    fn start(node: &Netns) -> NodeEtcd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ns = File::open(node.path()).expect("node netns");
+        let fd = ns.as_raw_fd();
+        let mut cmd = Command::new("etcd");
+        cmd.args(["--name", "bench", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379"])
+            .args(["--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
+            .args(["--initial-cluster", "bench=http://127.0.0.1:2380"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: setns is async-signal-safe; etcd runs inside the node namespace.
+        unsafe {
+            cmd.pre_exec(move || if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| die(&format!("starting etcd (install etcd-server): {e}")));
+        // Leader election of a fresh single-member cluster; ADDs retry within timeoutMs anyway.
+        std::thread::sleep(Duration::from_millis(1500));
+        NodeEtcd { child, _dir: dir }
+    }
+}
+
+impl Drop for NodeEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 struct Call {
@@ -158,6 +197,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[derive(Default, Clone)]
 struct RoundResult {
     version_p50: f64,
+    /// podnet-ipam alone: sequential allocations per second (podnet suites).
+    allocs_per_s: f64,
     /// The round's first ADD: a fresh node (the bridge is made, the first block leased).
     first_add: f64,
     add_p50: f64,
@@ -180,6 +221,15 @@ fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
     node.exec(&["ip", "link", "set", "up0p", "up"]);
     node.exec(&["ip", "route", "add", "default", "via", "198.18.0.2"]);
     let node_fd = File::open(node.path()).expect("node netns");
+    let _etcd = s.etcd.then(|| NodeEtcd::start(&node));
+    let mut conf = s.conf.clone();
+    let mut ipam_dir = s.ipam_dir.clone();
+    if s.etcd {
+        let data = PathBuf::from(s.conf["dataDir"].as_str().unwrap_or("/tmp")).join(format!("round-{round}"));
+        ipam_dir = data.join(format!("{}/ipam/addrs", s.conf["name"].as_str().unwrap_or_default()));
+        conf["dataDir"] = json!(data);
+    }
+    let s = &Suite { conf, ipam_dir, ..s.clone() };
     let conf = serde_json::to_vec(&s.conf).unwrap();
     let cni_path = format!("{}:{}", a.podnet_dir.display(), a.reference_dir.display());
     let pods: Vec<Netns> = (0..a.pods.max(a.workers)).map(|i| Netns::new(format!("pnb-{tag}-{round}-{i}"))).collect();
@@ -217,6 +267,25 @@ fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
     adds.sort_by(|a, b| a.partial_cmp(b).unwrap());
     dels.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (r.add_p50, r.add_p99, r.del_p50, r.del_p99) = (percentile(&adds, 0.5), percentile(&adds, 0.99), percentile(&dels, 0.5), percentile(&dels, 0.99));
+
+    // IPAM alone: podnet-ipam allocating for 200 handles in a row, as other plugins would exec it.
+    if s.bin.file_name().is_some_and(|n| n == "podnet") {
+        let ipam_bin = a.podnet_dir.join("podnet-ipam");
+        let mut ipam_conf = s.conf.clone();
+        ipam_conf["name"] = json!(format!("{}-ipam", s.conf["name"].as_str().unwrap_or("bench")));
+        let ipam_conf = serde_json::to_vec(&ipam_conf).unwrap();
+        let n = 200;
+        let started = Instant::now();
+        for i in 0..n {
+            if !call(&node_fd, &ipam_bin, "ADD", &format!("ipam-{i}"), Some(&pods[0].path()), &ipam_conf, &cni_path).ok {
+                r.failures += 1;
+            }
+        }
+        r.allocs_per_s = n as f64 / started.elapsed().as_secs_f64();
+        for i in 0..n {
+            call(&node_fd, &ipam_bin, "DEL", &format!("ipam-{i}"), Some(&pods[0].path()), &ipam_conf, &cni_path);
+        }
+    }
 
     // Churn: each worker cycles ADD+DEL over its own pods until the shared count is reached.
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -275,8 +344,8 @@ fn main() {
         })
     };
     let suites = vec![
-        Suite { label: "podnet (bridge)", bin: a.podnet_dir.join("podnet"), conf: podnet_conf("bridge", "bench-bridge"), ipam_dir: d.join("podnet/bench-bridge/ipam/addrs") },
-        Suite { label: "podnet (routed)", bin: a.podnet_dir.join("podnet"), conf: podnet_conf("routed", "bench-routed"), ipam_dir: d.join("podnet/bench-routed/ipam/addrs") },
+        Suite { label: "podnet (bridge)", bin: a.podnet_dir.join("podnet"), conf: podnet_conf("bridge", "bench-bridge"), ipam_dir: d.join("podnet/bench-bridge/ipam/addrs"), etcd: false },
+        Suite { label: "podnet (routed)", bin: a.podnet_dir.join("podnet"), conf: podnet_conf("routed", "bench-routed"), ipam_dir: d.join("podnet/bench-routed/ipam/addrs"), etcd: false },
         Suite {
             label: "reference bridge + host-local",
             bin: a.reference_dir.join("bridge"),
@@ -284,6 +353,20 @@ fn main() {
                          "ipMasq": false, "mtu": 1500,
                          "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.97.0.0/16"}]], "dataDir": d.join("host-local")}}),
             ipam_dir: d.join("host-local/bench-ref"),
+            etcd: false,
+        },
+        Suite {
+            label: "podnet (bridge, etcd store)",
+            bin: a.podnet_dir.join("podnet"),
+            conf: {
+                let mut c = podnet_conf("bridge", "bench-etcd");
+                c["logLevel"] = json!("debug");
+                c["ipam"]["store"] = json!({"type": "etcd", "endpoints": ["http://127.0.0.1:2379"], "timeoutMs": 5000});
+                c
+            },
+            // run_round gives each round a fresh data dir, as each round gets a fresh etcd.
+            ipam_dir: PathBuf::new(),
+            etcd: true,
         },
     ];
     for s in &suites {
@@ -310,6 +393,7 @@ fn main() {
         let m = |f: fn(&RoundResult) -> f64| median(rs.iter().map(f).collect());
         let row = RoundResult {
             version_p50: m(|r| r.version_p50),
+            allocs_per_s: m(|r| r.allocs_per_s),
             first_add: m(|r| r.first_add),
             add_p50: m(|r| r.add_p50),
             add_p99: m(|r| r.add_p99),
@@ -327,6 +411,27 @@ fn main() {
         );
         json_rows.push(json!({"plugin": s.label, "versionP50Ms": row.version_p50, "firstAddMs": row.first_add, "addP50Ms": row.add_p50, "addP99Ms": row.add_p99, "delP50Ms": row.del_p50, "delP99Ms": row.del_p99,
             "churnPodsPerS": row.churn_per_s, "peakRssKiB": row.peak_rss_kib, "failures": row.failures, "leakedVeths": row.leaked_veths, "leakedAddresses": row.leaked_addrs}));
+    }
+    // Stores: local files against etcd, and how often an ADD talks to etcd.
+    let (mut adds, mut requests, mut leasing) = (0usize, 0usize, 0usize);
+    if let Ok(log) = std::fs::read_to_string(d.join("bench-etcd.log")) {
+        for n in log.lines().filter_map(|l| l.split("cluster_requests=").nth(1)).filter_map(|v| v.split_whitespace().next()?.parse::<usize>().ok()) {
+            adds += 1;
+            requests += n;
+            leasing += usize::from(n > 0);
+        }
+    }
+    println!("\n| store | ADD p50 | podnet-ipam allocations/s | etcd requests per ADD | ADDs that leased a block |");
+    println!("|---|---|---|---|---|");
+    for (s, rs) in suites.iter().zip(&per_suite).filter(|(s, _)| s.label.starts_with("podnet (bridge")) {
+        let m = |f: fn(&RoundResult) -> f64| median(rs.iter().map(f).collect());
+        let (req, leased) = if s.etcd {
+            (format!("{:.3} ({requests} in {adds})", requests as f64 / adds.max(1) as f64), leasing.to_string())
+        } else {
+            ("0 (local files)".to_string(), "-".to_string())
+        };
+        let store = if s.etcd { "etcd" } else { "local" };
+        println!("| {store} | {:.2} ms | {:.0} | {req} | {leased} |", m(|r| r.add_p50), m(|r| r.allocs_per_s));
     }
     let size = |p: PathBuf| std::fs::metadata(&p).map(|m| format!("{} {:.1} MiB", p.file_name().unwrap().to_string_lossy(), m.len() as f64 / 1048576.0)).unwrap_or_default();
     let sizes: Vec<String> = ["podnet", "podnet-ipam", "podnetctl"].iter().map(|b| size(a.podnet_dir.join(b))).collect();
