@@ -121,3 +121,61 @@ fn exhaustion_and_namespace_pools_on_etcd() {
     // Everything lives under <prefix>/<network>/ in etcd.
     assert!(leases(&node, &a).iter().all(|l| l.block.to_string().starts_with("10.7")));
 }
+
+#[test]
+fn killing_etcd_during_concurrent_adds_fails_only_with_code_11_and_leaves_only_successes() {
+    let node = Node::new();
+    let mut etcd = Etcd::start_in(&node.ns);
+    // /29 blocks: a node leases a new block every 5 pods, so many ADDs need etcd.
+    let store = json!({"type": "etcd", "endpoints": [etcd.url()], "timeoutMs": 1000});
+    let pools = json!([{"name": "pods", "cidr": "10.74.0.0/16", "blockSize": 29}]);
+    let confs: Vec<Value> = ["k1", "k2", "k3"].iter().map(|n| ipam_conf(&node, n, &store, pools.clone())).collect();
+    let netns = node.ns.path();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let outcomes: Vec<Vec<(String, Outcome)>> = std::thread::scope(|s| {
+        let workers: Vec<_> = confs
+            .iter()
+            .enumerate()
+            .map(|(n, conf)| {
+                let (node, netns, done) = (&node, &netns, &done);
+                s.spawn(move || {
+                    (0..40)
+                        .map(|i| {
+                            let cid = format!("k{n}-{i}");
+                            let out = node.call(PODNET_IPAM, "ADD", &cid, Some(netns), "eth0", conf);
+                            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            (cid, out)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        // Kill etcd once a third of the ADDs are through.
+        while done.load(std::sync::atomic::Ordering::SeqCst) < 40 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        etcd.stop();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let (mut ok, mut unavailable) = (0, 0);
+    for (n, per_node) in outcomes.iter().enumerate() {
+        let store_dir = node.dir.path().join(format!("k{}", n + 1)).join("cluster/ipam/addrs");
+        let held: HashSet<String> = list_dir(&store_dir).into_iter().map(|f| f.split_once('_').unwrap().1.split(':').next().unwrap().to_string()).collect();
+        for (cid, out) in per_node {
+            if out.ok {
+                ok += 1;
+                assert!(held.contains(cid), "{cid} succeeded and is recorded");
+            } else {
+                unavailable += 1;
+                assert_eq!(out.code(), 11, "every failure is try-again-later: {}", out.raw);
+                assert!(!held.contains(cid), "{cid} failed and left no allocation");
+            }
+        }
+    }
+    assert!(ok >= 40 && unavailable > 0, "ok {ok}, unavailable {unavailable}");
+    etcd.restart_in(&node.ns);
+    // A restarted member serves once it has elected itself (about a second); meanwhile ADD says
+    // "try again later", and a runtime does.
+    let after = (0..10).map(|_| node.call(PODNET_IPAM, "ADD", "after", Some(&netns), "eth0", &confs[0])).find(|o| o.ok || o.code() != 11);
+    assert!(after.is_some_and(|o| o.ok), "ADD succeeds once etcd is back");
+}

@@ -22,25 +22,36 @@ fn ctl(node: &Node, list: &std::path::Path, args: &[&str]) -> (i32, String) {
 }
 
 #[test]
-fn show_check_and_release() {
+fn show_check_and_release_on_the_local_store() {
     let node = Node::new();
-    let cluster = node.dir.path().join("cluster");
-    let conf = node.podnet_conf(json!({"ipam": {"store": {"type": "local", "path": cluster},
+    let store = json!({"type": "local", "path": node.dir.path().join("cluster")});
+    show_check_and_release(&node, store);
+}
+
+#[test]
+fn show_check_and_release_on_etcd() {
+    let node = Node::new();
+    let etcd = Etcd::start_in(&node.ns);
+    show_check_and_release(&node, json!({"type": "etcd", "endpoints": [etcd.url()], "timeoutMs": 5000}));
+}
+
+fn show_check_and_release(node: &Node, store: Value) {
+    let conf = node.podnet_conf(json!({"ipam": {"store": store,
         "pools": [{"name": "pods", "cidr": "10.66.0.0/24", "blockSize": 28}]}}));
-    let list = conflist(&node, &conf);
+    let list = conflist(node, &conf);
     let pods: Vec<Netns> = (0..3).map(|i| Netns::new(&format!("ic{i}"))).collect();
     let ips: Vec<String> = pods.iter().enumerate().map(|(i, p)| result_ip(&node.add(&format!("ic-{i}"), p, &conf).must())).collect();
 
-    let (code, out) = ctl(&node, &list, &["-o", "json", "ipam", "show"]);
+    let (code, out) = ctl(node, &list, &["-o", "json", "ipam", "show"]);
     assert_eq!(code, 0, "{out}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let pool = &v["pools"][0];
     assert_eq!(pool["capacity"], 16 * 13, "16 /28 blocks of 13 pods each on a bridge");
     assert_eq!(pool["blocksByNode"], json!({"node-1": 1}));
     assert_eq!((pool["used"].as_u64(), pool["free"].as_u64(), pool["freeBlocks"].as_u64()), (Some(3), Some(10), Some(15)));
-    let (code, out) = ctl(&node, &list, &["ipam", "show"]);
+    let (code, out) = ctl(node, &list, &["ipam", "show"]);
     assert!(code == 0 && out.contains("node-1:1"), "{out}");
-    let (code, out) = ctl(&node, &list, &["ipam", "check"]);
+    let (code, out) = ctl(node, &list, &["ipam", "check"]);
     assert_eq!(code, 0, "a clean node: {out}");
 
     // A leak: an address held by an attachment with no endpoint (allocated by podnet-ipam alone).
@@ -54,7 +65,7 @@ fn show_check_and_release() {
     rec.handle = podnet_ipam::Handle::new("dup", "eth0");
     std::fs::write(addrs.join(format!("{}_dup:eth0", ips[0])), podnet_ipam::fsio::encode_record(&rec)).unwrap();
 
-    let (code, out) = ctl(&node, &list, &["-o", "json", "ipam", "check"]);
+    let (code, out) = ctl(node, &list, &["-o", "json", "ipam", "check"]);
     assert_eq!(code, 1, "problems give a non-zero exit: {out}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let kinds: Vec<&str> = v["problems"].as_array().unwrap().iter().map(|p| p["kind"].as_str().unwrap()).collect();
@@ -62,24 +73,24 @@ fn show_check_and_release() {
     assert!(out.contains(&ghost_ip) && out.contains("dup:eth0"), "{out}");
 
     // release IP frees the leak, refuses a live endpoint's address.
-    let (code, out) = ctl(&node, &list, &["ipam", "release", &ghost_ip]);
+    let (code, out) = ctl(node, &list, &["ipam", "release", &ghost_ip]);
     assert!(code == 0 && out.contains("ghost:eth0"), "{out}");
-    let (code, out) = ctl(&node, &list, &["ipam", "release", &ips[1]]);
+    let (code, out) = ctl(node, &list, &["ipam", "release", &ips[1]]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("live endpoint"), "{out}");
     std::fs::remove_file(addrs.join(format!("{}_dup:eth0", ips[0]))).unwrap();
-    let (code, out) = ctl(&node, &list, &["ipam", "check"]);
+    let (code, out) = ctl(node, &list, &["ipam", "check"]);
     assert_eq!(code, 0, "{out}");
 
     // release --node hands a dead node's blocks back to the pool.
     let other = json!({"cniVersion": "1.0.0", "name": "podnet", "ipam": {"type": "podnet-ipam", "node": "node-2",
-        "dataDir": node.dir.path().join("node2"), "store": {"type": "local", "path": cluster},
+        "dataDir": node.dir.path().join("node2"), "store": conf["ipam"]["store"].clone(),
         "pools": [{"name": "pods", "cidr": "10.66.0.0/24", "blockSize": 28}]}});
     node.call(PODNET_IPAM, "ADD", "n2pod", Some(&pods[0].path()), "eth0", &other).must();
-    let (_, out) = ctl(&node, &list, &["-o", "json", "ipam", "show"]);
+    let (_, out) = ctl(node, &list, &["-o", "json", "ipam", "show"]);
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["pools"][0]["blocksByNode"], json!({"node-1": 1, "node-2": 1}));
-    let (code, out) = ctl(&node, &list, &["ipam", "release", "--node", "node-2"]);
+    let (code, out) = ctl(node, &list, &["ipam", "release", "--node", "node-2"]);
     assert!(code == 0 && out.contains("released block 10.66.0.16/28 of node node-2"), "{out}");
-    let (_, out) = ctl(&node, &list, &["-o", "json", "ipam", "show"]);
+    let (_, out) = ctl(node, &list, &["-o", "json", "ipam", "show"]);
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["pools"][0]["blocksByNode"], json!({"node-1": 1}));
 }
