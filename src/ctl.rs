@@ -73,13 +73,20 @@ pub struct Network {
     pub plugin: Value,
 }
 
-/// The network's IPAM as the plugin would open it (same dataplane reservation, same stores).
-fn network_ipam(net: &Network) -> Result<podnet_ipam::Ipam, String> {
-    let mut conf = net.plugin.clone();
-    conf["name"] = Value::from(net.name.clone());
-    conf["cniVersion"] = Value::from(net.cni_version.clone());
+/// A conflist's podnet plugin as a runtime hands it over (network name and cniVersion injected),
+/// validated the way the plugin validates it.
+pub fn plugin_view(name: &str, cni_version: &str, plugin: &Value) -> Result<(podnet_cni::NetConf, podnet_plugin::config::PluginConfig), String> {
+    let mut conf = plugin.clone();
+    conf["name"] = Value::from(name);
+    conf["cniVersion"] = Value::from(cni_version);
     let conf = podnet_cni::NetConf::parse(&serde_json::to_vec(&conf).expect("json")).map_err(|e| e.msg)?;
     let cfg = podnet_plugin::config::PluginConfig::parse(&conf).map_err(|e| e.msg)?;
+    Ok((conf, cfg))
+}
+
+/// The network's IPAM as the plugin would open it (same dataplane reservation, same stores).
+fn network_ipam(net: &Network) -> Result<podnet_ipam::Ipam, String> {
+    let (_, cfg) = plugin_view(&net.name, &net.cni_version, &net.plugin)?;
     if !cfg.ipam_in_process {
         return Err(format!("network {} uses the IPAM plugin {}, not podnet-ipam", net.name, cfg.ipam["type"]));
     }

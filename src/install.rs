@@ -124,11 +124,7 @@ fn podnet_plugins(list: &Value) -> Result<Vec<(NetConf, PluginConfig)>, String> 
     let plugins = list.get("plugins").and_then(Value::as_array).ok_or("the conflist has no \"plugins\" list")?;
     let mut out = Vec::new();
     for p in plugins.iter().filter(|p| p.get("type").and_then(Value::as_str) == Some("podnet")) {
-        let mut conf = p.clone();
-        conf["name"] = json!(name);
-        conf["cniVersion"] = json!(version);
-        let conf = NetConf::parse(&serde_json::to_vec(&conf).expect("json")).map_err(|e| e.msg)?;
-        let cfg = PluginConfig::parse(&conf).map_err(|e| e.msg)?;
+        let (conf, cfg) = crate::ctl::plugin_view(name, version, p)?;
         if cfg.ipam_in_process {
             podnet_ipam::IpamConfig::parse(&cfg.ipam, Some(&cfg.data_dir)).map_err(|e| e.to_string())?;
         }
