@@ -55,7 +55,8 @@ enum IpamCmd {
     Release {
         /// The address to free.
         ip: Option<std::net::IpAddr>,
-        /// Release every block leased to this node.
+        /// Release every block leased to this node (a node that is gone: a live node would go on
+        /// allocating from them). Refused for this node's own name unless --force.
         #[arg(long, conflicts_with = "ip")]
         node: Option<String>,
         /// Hand back this node's blocks that have been empty for the grace time.
@@ -156,15 +157,22 @@ fn ipam_cmd(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, String>
             }
             Ok(0)
         }
-        IpamCmd::Release { node: Some(node), .. } => {
-            let blocks = podnet_ipam::report::release_node(&ipam, node).map_err(|e| e.to_string())?;
-            if blocks.is_empty() {
+        IpamCmd::Release { node: Some(node), force, .. } => {
+            if node == &ipam.config().node && !force {
+                eprintln!("podnetctl: {node} is this node; releasing its blocks while it runs would let two nodes hand out the same addresses (pass --force if it is really gone)");
+                return Ok(1);
+            }
+            let r = podnet_ipam::report::release_node(&ipam, node).map_err(|e| e.to_string())?;
+            if r.released.is_empty() && r.changed.is_empty() {
                 println!("node {node} leases no block");
             }
-            for b in blocks {
+            for b in &r.released {
                 println!("released block {b} of node {node}");
             }
-            Ok(0)
+            for b in &r.changed {
+                println!("left block {b}: its lease changed while releasing (run again to see the current state)");
+            }
+            Ok(if r.changed.is_empty() { 0 } else { 1 })
         }
         IpamCmd::Release { empty_blocks: true, .. } => {
             let blocks = ipam.release_empty_blocks().map_err(|e| e.to_string())?;

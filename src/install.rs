@@ -218,7 +218,11 @@ pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, String
         let network = list["name"].as_str().unwrap_or_default().to_string();
         for (_, cfg) in &plugins {
             let plugin_obj = list["plugins"].as_array().and_then(|l| l.iter().find(|p| p["type"] == "podnet")).cloned().unwrap_or_default();
-            let live = podnet_plugin::endpoints(&plugin_obj, &network).unwrap_or_default();
+            let live = match podnet_plugin::endpoints(&plugin_obj, &network) {
+                Ok(live) => live,
+                Err(e) if !a.force => return Err(format!("cannot tell which endpoints are live ({e}); pass --force to remove podnet anyway")),
+                Err(_) => Vec::new(),
+            };
             if !live.is_empty() && !a.force {
                 return Err(format!(
                     "{} endpoint(s) of network {network} are still recorded (podnetctl inspect); remove their pods first or pass --force",
@@ -227,8 +231,15 @@ pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, String
             }
             if let podnet_dataplane::Mode::Bridge { bridge, .. } = &cfg.mode {
                 let mut nl = podnet_dataplane::Netlink::open().map_err(|e| format!("opening netlink: {e}"))?;
-                let is_bridge = nl.link_by_name(bridge).map_err(|e| e.to_string())?.is_some_and(|l| l.kind.as_deref() == Some("bridge"));
-                if is_bridge {
+                let found = nl.link_by_name(bridge).map_err(|e| e.to_string())?.filter(|l| l.kind.as_deref() == Some("bridge"));
+                // A bridge that still has ports serves something else too: leave it.
+                let ports = match &found {
+                    Some(b) => nl.links().map_err(|e| e.to_string())?.iter().filter(|l| l.master == Some(b.index)).count(),
+                    None => 0,
+                };
+                if found.is_some() && ports > 0 {
+                    lines.push(format!("left bridge {bridge}: {ports} port(s) still attached"));
+                } else if found.is_some() {
                     if dry {
                         lines.push(format!("would delete bridge {bridge}"));
                     } else {
@@ -239,9 +250,23 @@ pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, String
             }
             remove_path(&cfg.data_dir.join(&network), &mut lines)?;
             if cfg.ipam_in_process {
-                let ipam = podnet_ipam::IpamConfig::parse(&cfg.ipam, Some(&cfg.data_dir)).map_err(|e| e.to_string())?;
-                remove_path(&ipam.data_dir.join(&network), &mut lines)?;
-                remove_path(&ipam.local_cluster_dir().join(&network), &mut lines)?;
+                let ipam_cfg = podnet_ipam::IpamConfig::parse(&cfg.ipam, Some(&cfg.data_dir)).map_err(|e| e.to_string())?;
+                remove_path(&ipam_cfg.data_dir.join(&network), &mut lines)?;
+                if ipam_cfg.etcd.is_none() && ipam_cfg.store.path.is_none() {
+                    // The default cluster store is this node's alone.
+                    remove_path(&ipam_cfg.local_cluster_dir().join(&network), &mut lines)?;
+                } else if dry {
+                    lines.push(format!("would hand back the blocks node {} leases in the shared cluster store", ipam_cfg.node));
+                } else {
+                    // A shared store (etcd, or a path several nodes use) keeps the other nodes'
+                    // leases: only this node's go back.
+                    let node = ipam_cfg.node.clone();
+                    let ipam = podnet_ipam::Ipam::new(ipam_cfg, &network, podnet_plugin::reservation_for(&cfg.mode));
+                    let r = podnet_ipam::report::release_node(&ipam, &node).map_err(|e| e.to_string())?;
+                    for b in r.released {
+                        lines.push(format!("handed back block {b} of node {node}"));
+                    }
+                }
             }
         }
         remove_path(&conf_path, &mut lines)?;

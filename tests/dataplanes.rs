@@ -84,7 +84,7 @@ fn bridge_pods_in_different_blocks_reach_each_other() {
     assert!(ips[6].starts_with("10.60.0.1"), "the 6th+ pod is in the second block: {ips:?}");
     assert!(pods[0].ping(&ips[6]), "block 1 pod reaches block 2 pod");
     assert!(pods[6].ping(&ips[0]));
-    let leases = list_dir(&node.data_dir().join("cluster/podnet/blocks"));
+    let leases = list_dir(&node.data_dir().join("_cluster/podnet/blocks"));
     assert_eq!(leases, vec!["10.60.0.0_29", "10.60.0.8_29"]);
     for (i, p) in pods.iter().enumerate() {
         assert!(node.del(&format!("c{i}"), Some(p), &conf).ok);

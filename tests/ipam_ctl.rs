@@ -82,6 +82,10 @@ fn show_check_and_release(node: &Node, store: Value) {
     let (code, out) = ctl(node, &list, &["ipam", "check"]);
     assert_eq!(code, 0, "{out}");
 
+    // Releasing this node's own blocks while it runs would let two nodes share them.
+    let (code, out) = ctl(node, &list, &["ipam", "release", "--node", "node-1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("this node"), "{out}");
     // release --node hands a dead node's blocks back to the pool.
     let other = json!({"cniVersion": "1.0.0", "name": "podnet", "ipam": {"type": "podnet-ipam", "node": "node-2",
         "dataDir": node.dir.path().join("node2"), "store": conf["ipam"]["store"].clone(),

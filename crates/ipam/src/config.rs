@@ -115,6 +115,7 @@ pub struct EtcdConfig {
 
 pub const DEFAULT_ETCD_PREFIX: &str = "/podnet";
 pub const DEFAULT_ETCD_TIMEOUT_MS: u64 = 2000;
+pub const MAX_ETCD_TIMEOUT_MS: u64 = 10_000;
 
 fn etcd_config(store: &StoreConfig) -> Result<EtcdConfig, IpamError> {
     let bad = |m: String| IpamError::Config(format!("ipam.store.{m}"));
@@ -138,8 +139,9 @@ fn etcd_config(store: &StoreConfig) -> Result<EtcdConfig, IpamError> {
         return Err(bad(format!("prefix {prefix:?} must start with '/'")));
     }
     let timeout_ms = store.timeout_ms.unwrap_or(DEFAULT_ETCD_TIMEOUT_MS);
-    if timeout_ms == 0 {
-        return Err(bad("timeoutMs must be at least 1".into()));
+    // Leasing a block runs under the node store lock, which others wait on for at most 20 s.
+    if timeout_ms == 0 || timeout_ms > MAX_ETCD_TIMEOUT_MS {
+        return Err(bad(format!("timeoutMs {timeout_ms} must be from 1 to {MAX_ETCD_TIMEOUT_MS}")));
     }
     if let Some(t) = &store.tls {
         if t.cert.is_some() != t.key.is_some() {
@@ -303,9 +305,10 @@ impl IpamConfig {
         Ok(IpamConfig { node, data_dir, store, etcd, empty_block_grace, pools })
     }
 
-    /// The cluster store directory for the local store.
+    /// The cluster store directory for the local store. The default `_cluster` cannot collide with
+    /// a network's own directory: network names start with a letter or digit.
     pub fn local_cluster_dir(&self) -> PathBuf {
-        self.store.path.clone().unwrap_or_else(|| self.data_dir.join("cluster"))
+        self.store.path.clone().unwrap_or_else(|| self.data_dir.join("_cluster"))
     }
 
     /// Pools this namespace may use, in the order to try: restricted pools that list it, then open pools.
@@ -415,7 +418,7 @@ mod tests {
         assert_eq!(c.pools[0].block_len, 26);
         assert_eq!(c.pools[2].block_len, 122);
         assert_eq!(c.data_dir, Path::new("/tmp/x"));
-        assert_eq!(c.local_cluster_dir(), Path::new("/tmp/x/cluster"));
+        assert_eq!(c.local_cluster_dir(), Path::new("/tmp/x/_cluster"));
         let names = |ns| c.eligible_pools(ns).iter().map(|p| p.name().to_string()).collect::<Vec<_>>();
         assert_eq!(names(Some("team-a")), ["team", "open", "v6"]);
         assert_eq!(names(Some("other")), ["open", "v6"]);

@@ -169,10 +169,17 @@ impl Ipam {
             if family.is_empty() {
                 continue;
             }
+            // The node's own blocks in every eligible pool first; only then lease, so an exhausted
+            // first pool never sends an ADD to the cluster store while a later pool has room here.
             let mut found = None;
-            for pool in &family {
-                if let Some((span, ip)) = self.pick_in_pool(pool, &used)? {
-                    found = Some((pool, span, ip));
+            for lease in [false, true] {
+                for pool in &family {
+                    if let Some((span, ip)) = self.pick_in_pool(pool, &used, lease)? {
+                        found = Some((pool, span, ip));
+                        break;
+                    }
+                }
+                if found.is_some() {
                     break;
                 }
             }
@@ -195,18 +202,19 @@ impl Ipam {
         Ok(Pending { ipam: self, _lock: lock, allocations, existing: false })
     }
 
-    /// A free address in `pool` for this node: its own blocks first, then a newly leased block.
-    fn pick_in_pool(&self, pool: &Pool, used: &HashSet<IpAddr>) -> Result<Option<(Span, IpAddr)>, IpamError> {
+    /// A free address in `pool` for this node: from its own blocks, or (`lease`) from a block the
+    /// cluster store leases to it now.
+    fn pick_in_pool(&self, pool: &Pool, used: &HashSet<IpAddr>, lease: bool) -> Result<Option<(Span, IpAddr)>, IpamError> {
         let cursor = self.node.cursor(pool.name());
         let pick = |span: Span| span.pick(used, cursor).map(|ip| (span, ip));
         match pool.cfg.source {
-            Source::Range => Ok(pick(pool.range_span(self.reservation))),
-            Source::Vnet => Ok(None),
+            Source::Range if !lease => Ok(pick(pool.range_span(self.reservation))),
+            Source::Range | Source::Vnet => Ok(None),
             Source::Overlay => {
                 let mut blocks: Vec<_> = self.node.blocks()?.into_iter().filter(|b| pool.cidr().contains(b)).collect();
                 blocks.sort_by_key(|b| addr::to_u128(b.network()));
-                if let Some(hit) = blocks.iter().find_map(|b| pick(Span::for_block(*b, self.reservation))) {
-                    return Ok(Some(hit));
+                if !lease {
+                    return Ok(blocks.iter().find_map(|b| pick(Span::for_block(*b, self.reservation))));
                 }
                 // The node's blocks are full. First adopt blocks the cluster store says are ours but the
                 // node store lost (a crash between lease and record), then lease a new one.
@@ -268,6 +276,18 @@ impl Ipam {
             return Ok(Vec::new());
         }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        {
+            // Any block found empty starts its grace time now, if no mark says since when: a mark
+            // lost to a crash, or blocks emptied by GC or `ipam release IP`, are not stranded.
+            let _lock = self.node.lock()?;
+            let entries = self.node.entries()?;
+            let marked: Vec<ipnet::IpNet> = self.node.empty_blocks().into_iter().map(|(b, _)| b).collect();
+            for block in self.node.blocks()? {
+                if !marked.contains(&block) && !entries.iter().any(|e| block.contains(&e.ip)) {
+                    self.node.mark_empty(block, now);
+                }
+            }
+        }
         let due: Vec<ipnet::IpNet> = self
             .node
             .empty_blocks()
@@ -287,8 +307,9 @@ impl Ipam {
             // reports an unrecorded lease, never a block two nodes allocate from.
             self.node.remove_block(block)?;
             self.node.clear_empty(block);
-            self.cluster.release_block(block, &self.cfg.node)?;
-            released.push(block);
+            if self.cluster.release_block(block, &self.cfg.node)? {
+                released.push(block);
+            }
         }
         Ok(released)
     }

@@ -61,7 +61,9 @@ impl NodeStore {
     /// without fsync: if lost, the block is only handed back later.
     pub fn mark_empty(&self, block: IpNet, unix_secs: u64) {
         let path = self.empty_dir().join(net_to_file_name(block));
-        if !path.exists() {
+        // A garbled mark is rewritten rather than left to hide the block forever.
+        let readable = std::fs::read_to_string(&path).ok().is_some_and(|t| t.trim().parse::<u64>().is_ok());
+        if !readable {
             let _ = std::fs::create_dir_all(self.empty_dir());
             let _ = std::fs::write(path, unix_secs.to_string());
         }

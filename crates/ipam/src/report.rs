@@ -42,7 +42,12 @@ pub struct PoolReport {
 pub fn show(ipam: &Ipam) -> Result<Vec<PoolReport>, IpamError> {
     let leases = ipam.cluster().leases()?;
     let allocations = ipam.allocations()?;
-    let node_blocks: Vec<IpNet> = if ipam.node_store().exists() { ipam.node_store().blocks()? } else { Vec::new() };
+    let node_blocks: Vec<IpNet> = if ipam.node_store().exists() {
+        let _lock = ipam.node_store().lock()?;
+        ipam.node_store().blocks()?
+    } else {
+        Vec::new()
+    };
     let mut out = Vec::new();
     for pool in &ipam.config().pools {
         let used = allocations.iter().filter(|a| a.pool == pool.name()).count();
@@ -111,14 +116,13 @@ pub fn check(ipam: &Ipam, live: &dyn Fn(&Handle) -> bool) -> Result<Vec<Problem>
     let mut problems = Vec::new();
     let mut push = |kind, detail: String| problems.push(Problem { kind, detail });
     let node = ipam.node_store();
-    if !node.exists() {
-        return Ok(Vec::new());
-    }
-    let entries: Vec<AddrEntry> = {
+    let (entries, node_blocks): (Vec<AddrEntry>, Vec<IpNet>) = if node.exists() {
         let _lock = node.lock()?;
-        node.entries()?
+        (node.entries()?, node.blocks()?)
+    } else {
+        // A node with no store still sees the leases the cluster store holds for it.
+        (Vec::new(), Vec::new())
     };
-    let node_blocks = node.blocks()?;
     let mine: Vec<IpNet> = ipam.cluster().leases()?.into_iter().filter(|l| l.node == ipam.config().node).map(|l| l.block).collect();
     let mut by_ip: HashMap<IpAddr, Vec<&Handle>> = HashMap::new();
     for e in &entries {
@@ -164,8 +168,10 @@ pub fn check(ipam: &Ipam, live: &dyn Fn(&Handle) -> bool) -> Result<Vec<Problem>
             push(ProblemKind::UnrecordedLease, format!("block {b} is leased to {} but not recorded on the node (ADD adopts it when it needs a block)", ipam.config().node));
         }
     }
-    if let Err(e) = node.block_leases() {
-        push(ProblemKind::Corrupt, e.to_string());
+    if node.exists() {
+        if let Err(e) = node.block_leases() {
+            push(ProblemKind::Corrupt, e.to_string());
+        }
     }
     Ok(problems)
 }
@@ -187,13 +193,22 @@ pub fn release_address(ipam: &Ipam, ip: IpAddr, force: bool, live: &dyn Fn(&Hand
     Ok(Ok(hits.into_iter().map(|e| e.handle).collect()))
 }
 
-/// Hand a dead node's blocks back to the pools.
-pub fn release_node(ipam: &Ipam, node: &str) -> Result<Vec<IpNet>, IpamError> {
-    let mut released = Vec::new();
+/// What `release_node` found: blocks handed back, and leases another writer changed first.
+pub struct NodeRelease {
+    pub released: Vec<IpNet>,
+    pub changed: Vec<IpNet>,
+}
+
+/// Hand a dead node's blocks back to the pools. Only for nodes that are gone: a live node keeps
+/// allocating from the blocks it believes it holds, so the caller must be sure.
+pub fn release_node(ipam: &Ipam, node: &str) -> Result<NodeRelease, IpamError> {
+    let mut out = NodeRelease { released: Vec::new(), changed: Vec::new() };
     for lease in ipam.cluster().leases()?.into_iter().filter(|l| l.node == node) {
         if ipam.cluster().release_block(lease.block, node)? {
-            released.push(lease.block);
+            out.released.push(lease.block);
+        } else {
+            out.changed.push(lease.block);
         }
     }
-    Ok(released)
+    Ok(out)
 }

@@ -49,7 +49,9 @@ impl podnet_cni::skel::Plugin for IpamPlugin {
     }
     fn gc(&self, _env: &Env, conf: &NetConf) -> Result<(), CniError> {
         let keep: HashSet<Handle> = conf.valid_attachments()?.into_iter().map(|a| Handle::new(&a.container_id, &a.ifname)).collect();
-        open(conf)?.gc(&keep)?;
+        let ipam = open(conf)?;
+        ipam.gc(&keep)?;
+        ipam.release_empty_blocks()?;
         Ok(())
     }
 }

@@ -12,12 +12,18 @@ use crate::addr::{block_count, net_from_file_name, net_to_file_name, nth_block};
 use crate::config::{EtcdConfig, Pool};
 use crate::error::IpamError;
 use crate::model::{now_rfc3339, BlockLease};
-use etcd_client::{Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn, TxnOp};
+use etcd_client::{Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn, TxnOp, TxnOpResponse};
 use ipnet::IpNet;
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
+
+/// Why one attempt failed: worth retrying within the budget, or not.
+enum Failure {
+    Transient(String),
+    Config(String),
+}
 
 pub struct EtcdStore {
     cfg: EtcdConfig,
@@ -69,7 +75,9 @@ impl EtcdStore {
             let attempt = self.attempt(&f, left);
             match attempt {
                 Ok(v) => return Ok(v),
-                Err(why) => {
+                // A missing password file or an unreadable certificate does not heal by waiting.
+                Err(Failure::Config(why)) => return Err(IpamError::Config(format!("ipam.store: {why}"))),
+                Err(Failure::Transient(why)) => {
                     let pause = Duration::from_millis(50);
                     if self.remaining().map(|l| l <= pause).unwrap_or(true) {
                         return Err(self.unavailable(why));
@@ -82,16 +90,19 @@ impl EtcdStore {
         }
     }
 
-    fn attempt<T, F, Fut>(&self, f: &F, left: Duration) -> Result<T, String>
+    fn attempt<T, F, Fut>(&self, f: &F, left: Duration) -> Result<T, Failure>
     where
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let mut conn = self.conn.borrow_mut();
         if conn.is_none() {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("starting the etcd client runtime: {e}"))?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure::Config(format!("starting the etcd client runtime: {e}")))?;
             let mut opts = ConnectOptions::new().with_connect_timeout(left).with_timeout(left);
-            let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+            let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| Failure::Config(format!("reading {}: {e}", p.display())));
             if let (Some(user), Some(pw_file)) = (&self.cfg.username, &self.cfg.password_file) {
                 // The password is read here and never logged.
                 let password = String::from_utf8_lossy(&read(pw_file)?).trim_end_matches(['\n', '\r']).to_string();
@@ -110,16 +121,18 @@ impl EtcdStore {
             let endpoints = self.cfg.endpoints.clone();
             let client = rt
                 .block_on(async { tokio::time::timeout(left, Client::connect(endpoints, Some(opts))).await })
-                .map_err(|_| "connecting timed out".to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| Failure::Transient("connecting timed out".into()))?
+                .map_err(|e| Failure::Transient(e.to_string()))?;
             *conn = Some((rt, client));
         }
+        // Connecting (and authenticating) spent part of the budget: the request gets what is left.
+        let left = self.remaining().map_err(|e| Failure::Transient(e.to_string()))?;
         let (rt, client) = conn.as_ref().expect("connected above");
         self.requests.set(self.requests.get() + 1);
         let fut = f(client.clone());
         rt.block_on(async { tokio::time::timeout(left, fut).await })
-            .map_err(|_| "the request timed out".to_string())?
-            .map_err(|e| e.to_string())
+            .map_err(|_| Failure::Transient("the request timed out".into()))?
+            .map_err(|e| Failure::Transient(e.to_string()))
     }
 
     fn read_all(&self) -> Result<Vec<(BlockLease, i64)>, IpamError> {
@@ -160,17 +173,26 @@ impl ClusterStore for EtcdStore {
             let lease = BlockLease { block, pool: pool.name().to_string(), node: node.to_string(), leased_at: now_rfc3339() };
             let key = format!("{}{}", self.blocks_prefix, net_to_file_name(block));
             let value = serde_json::to_vec(&lease).expect("leases serialize");
-            // Create only if absent: a node that lost the race moves on to the next block.
+            // Create only if absent: a node that lost the race moves on to the next block. Else
+            // read the key back: a retried request whose first attempt was applied but whose reply
+            // was lost finds its own lease there, which is a success, not a lost race.
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key, value, None)]);
-            if self.call(|mut c| {
+                .and_then([TxnOp::put(key.clone(), value, None)])
+                .or_else([TxnOp::get(key, None)]);
+            let resp = self.call(|mut c| {
                 let txn = txn.clone();
                 async move { c.txn(txn).await }
-            })?
-            .succeeded()
-            {
+            })?;
+            if resp.succeeded() {
                 return Ok(Some(lease));
+            }
+            let holder: Option<BlockLease> = resp.op_responses().into_iter().find_map(|r| match r {
+                TxnOpResponse::Get(g) => g.kvs().first().and_then(|kv| serde_json::from_slice(kv.value()).ok()),
+                _ => None,
+            });
+            if let Some(mine) = holder.filter(|l| l.node == node) {
+                return Ok(Some(mine));
             }
             taken.insert(block);
         }
