@@ -340,18 +340,54 @@ pub struct Etcd {
     child: Option<std::process::Child>,
     dir: tempfile::TempDir,
     netns: PathBuf,
+    /// Serve TLS with client-certificate auth (server cert, key, CA), see [`TestPki`].
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
+}
+
+/// A throwaway CA with a server certificate for 127.0.0.1 and a client certificate (openssl CLI).
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        let pki = TestPki { dir: tempfile::tempdir().unwrap() };
+        let d = pki.dir.path();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl").current_dir(d).args(args).output().expect("openssl is not installed");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=podnet-test-ca", "-keyout", "ca.key", "-out", "ca.pem"]);
+        std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n").unwrap();
+        for who in ["server", "client"] {
+            run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={who}"), "-keyout", &format!("{who}.key"), "-out", &format!("{who}.csr")]);
+            run(&["x509", "-req", "-in", &format!("{who}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", &format!("{who}.pem")]);
+        }
+        pki
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
 }
 
 const ETCD_CLIENT_PORT: u16 = 2379;
 
 impl Etcd {
     pub fn start_in(ns: &Netns) -> Etcd {
-        let mut e = Etcd { child: None, dir: tempfile::tempdir().unwrap(), netns: ns.path() };
+        let mut e = Etcd { child: None, dir: tempfile::tempdir().unwrap(), netns: ns.path(), tls: None };
+        e.restart_in(ns);
+        e
+    }
+    /// etcd serving TLS and requiring client certificates signed by the test CA.
+    pub fn start_tls_in(ns: &Netns, pki: &TestPki) -> Etcd {
+        let tls = Some((pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem")));
+        let mut e = Etcd { child: None, dir: tempfile::tempdir().unwrap(), netns: ns.path(), tls };
         e.restart_in(ns);
         e
     }
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{ETCD_CLIENT_PORT}")
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{ETCD_CLIENT_PORT}")
     }
     /// Start (again, on the same data).
     pub fn restart_in(&mut self, ns: &Netns) {
@@ -366,6 +402,9 @@ impl Etcd {
             .args(["--initial-advertise-peer-urls", &p, "--initial-cluster", &format!("podnet-test={p}")])
             .stdout(Stdio::null())
             .stderr(File::create(self.dir.path().join("etcd.log")).unwrap());
+        if let Some((cert, key, ca)) = &self.tls {
+            cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key).arg("--trusted-ca-file").arg(ca).arg("--client-cert-auth");
+        }
         // SAFETY: setns is async-signal-safe; etcd starts inside the node namespace.
         unsafe {
             cmd.pre_exec(move || if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
