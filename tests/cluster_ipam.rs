@@ -198,3 +198,36 @@ fn etcd_over_tls_with_a_client_certificate() {
     assert_eq!(e.code(), 11, "{}", e.raw);
     assert!(list_dir(&node.dir.path().join("t2/cluster/ipam/addrs")).is_empty());
 }
+
+#[test]
+fn etcd_with_username_and_password_file() {
+    let node = Node::new();
+    let etcd = Etcd::start_in(&node.ns);
+    let url = etcd.url();
+    // Switch on etcd's auth: a root user (required before auth_enable) with a password.
+    in_netns(&node.ns, || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut c = etcd_client::Client::connect([url.as_str()], None).await.unwrap();
+            c.user_add("root", "s3cret-pw", None).await.unwrap();
+            c.user_grant_role("root", "root").await.unwrap();
+            c.auth_enable().await.unwrap();
+        });
+    });
+    let pw = node.dir.path().join("etcd-password");
+    std::fs::write(&pw, "s3cret-pw\n").unwrap();
+    let pools = json!([{"name": "pods", "cidr": "10.76.0.0/24", "blockSize": 28}]);
+    let store = |file: &std::path::Path| json!({"type": "etcd", "endpoints": [etcd.url()], "username": "root", "passwordFile": file, "timeoutMs": 3000});
+    let conf = ipam_conf(&node, "u1", &store(&pw), pools.clone());
+    let ns = node.ns.path();
+    let r = node.call(PODNET_IPAM, "ADD", "auth-1", Some(&ns), "eth0", &conf).must();
+    assert!(result_ip(&r).starts_with("10.76.0."));
+    // A wrong password is a config error at once (code 7), not "try again later".
+    let wrong = node.dir.path().join("wrong-password");
+    std::fs::write(&wrong, "nope").unwrap();
+    let e = node.call(PODNET_IPAM, "ADD", "auth-2", Some(&ns), "eth0", &ipam_conf(&node, "u2", &store(&wrong), pools));
+    assert_eq!(e.code(), 7, "{}", e.raw);
+    assert!(!e.raw.contains("s3cret") && !e.raw.contains("nope"), "no password in errors: {}", e.raw);
+    let log = std::fs::read_to_string(node.dir.path().join("podnet.log")).unwrap_or_default();
+    assert!(!log.contains("s3cret"), "no password in the log");
+}

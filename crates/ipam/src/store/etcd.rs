@@ -25,6 +25,23 @@ enum Failure {
     Config(String),
 }
 
+/// Wrong credentials or permissions stay wrong: report them at once as a config error, not as
+/// "try again later" after the whole budget.
+fn classify(e: &etcd_client::Error) -> Failure {
+    let permanent = match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            let text = status.message().to_ascii_lowercase();
+            text.contains("authentication failed") || text.contains("permission denied") || text.contains("invalid auth token")
+        }
+        _ => false,
+    };
+    if permanent {
+        Failure::Config(format!("etcd refused the credentials or permissions: {e}; check username and passwordFile"))
+    } else {
+        Failure::Transient(e.to_string())
+    }
+}
+
 pub struct EtcdStore {
     cfg: EtcdConfig,
     blocks_prefix: String,
@@ -122,7 +139,7 @@ impl EtcdStore {
             let client = rt
                 .block_on(async { tokio::time::timeout(left, Client::connect(endpoints, Some(opts))).await })
                 .map_err(|_| Failure::Transient("connecting timed out".into()))?
-                .map_err(|e| Failure::Transient(e.to_string()))?;
+                .map_err(|e| classify(&e))?;
             *conn = Some((rt, client));
         }
         // Connecting (and authenticating) spent part of the budget: the request gets what is left.
@@ -132,7 +149,7 @@ impl EtcdStore {
         let fut = f(client.clone());
         rt.block_on(async { tokio::time::timeout(left, fut).await })
             .map_err(|_| Failure::Transient("the request timed out".into()))?
-            .map_err(|e| Failure::Transient(e.to_string()))
+            .map_err(|e| classify(&e))
     }
 
     fn read_all(&self) -> Result<Vec<(BlockLease, i64)>, IpamError> {
