@@ -8,8 +8,6 @@ use podnet_cni::NetConf;
 use podnet_plugin::config::PluginConfig;
 use serde_json::{json, Value};
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The CNI plugins podnet installs; podnetctl itself stays wherever it was run from.
@@ -136,23 +134,6 @@ fn podnet_plugins(list: &Value) -> Result<Vec<(NetConf, PluginConfig)>, String> 
     Ok(out)
 }
 
-/// Write `bytes` to `dir/name` through a temp file in `dir` and a rename.
-fn atomic_write(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), String> {
-    let tmp = dir.join(format!(".{name}.podnet-tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        fs::rename(&tmp, dir.join(name))?;
-        fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        format!("writing {}: {e}", dir.join(name).display())
-    })
-}
-
 /// Put `bytes` at `dir/name` unless it already holds them. Returns the line to print.
 fn place(dir: &Path, name: &str, bytes: &[u8], mode: u32, dry_run: bool) -> Result<String, String> {
     let path = dir.join(name);
@@ -164,7 +145,8 @@ fn place(dir: &Path, name: &str, bytes: &[u8], mode: u32, dry_run: bool) -> Resu
         return Ok(format!("would have {verb} {}", path.display()));
     }
     fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    atomic_write(dir, name, bytes, mode)?;
+    // Temp file in the same directory, fsync, rename: a runtime never execs a half-written plugin.
+    podnet_ipam::fsio::atomic_write_mode(dir, name, bytes, mode).map_err(|e| e.to_string())?;
     Ok(format!("{verb} {}", path.display()))
 }
 

@@ -62,6 +62,14 @@ fn die(msg: &str) -> ! {
     std::process::exit(2)
 }
 
+/// Make `cmd`'s child enter the network namespace `fd` before it execs.
+fn enter_on_exec(cmd: &mut Command, fd: std::os::fd::RawFd) {
+    // SAFETY: setns is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(move || if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+    }
+}
+
 fn ip(args: &[&str]) -> bool {
     Command::new("ip").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
 }
@@ -121,10 +129,7 @@ impl NodeEtcd {
             .args(["--initial-cluster", "bench=http://127.0.0.1:2380"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: setns is async-signal-safe; etcd runs inside the node namespace.
-        unsafe {
-            cmd.pre_exec(move || if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
-        }
+        enter_on_exec(&mut cmd, fd);
         let child = cmd.spawn().unwrap_or_else(|e| die(&format!("starting etcd (install etcd-server): {e}")));
         // Leader election of a fresh single-member cluster; ADDs retry within timeoutMs anyway.
         std::thread::sleep(Duration::from_millis(1500));
@@ -161,10 +166,7 @@ fn call(node: &File, bin: &Path, command: &str, cid: &str, pod: Option<&Path>, c
     if let Some(p) = pod {
         cmd.env("CNI_NETNS", p);
     }
-    // SAFETY: setns is async-signal-safe; the child enters the node namespace before exec.
-    unsafe {
-        cmd.pre_exec(move || if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
-    }
+    enter_on_exec(&mut cmd, fd);
     let started = Instant::now();
     #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also reports peak RSS
     let mut child = cmd.spawn().expect("spawn plugin");

@@ -19,6 +19,15 @@ pub const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Make `cmd`'s child enter the network namespace `fd` before it execs (the fd must stay open
+/// until the child is spawned).
+pub fn enter_on_exec(cmd: &mut Command, fd: std::os::fd::RawFd) {
+    // SAFETY: setns is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(move || if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+    }
+}
+
 fn sh(cmd: &str, args: &[&str]) -> std::process::Output {
     Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("running {cmd}: {e}"))
 }
@@ -169,15 +178,7 @@ impl Node {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        // SAFETY: setns is async-signal-safe; the child enters the node namespace before exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        enter_on_exec(&mut cmd, fd);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {bin}: {e}"));
         child.stdin.take().unwrap().write_all(stdin).ok();
         let out = child.wait_with_output().expect("plugin output");
@@ -311,10 +312,7 @@ pub fn run_in_node(node: &Node, bin: &str, args: &[&str]) -> std::process::Outpu
     let fd = ns.as_raw_fd();
     let mut cmd = Command::new(bin);
     cmd.args(args);
-    // SAFETY: setns is async-signal-safe; the child enters the node namespace before exec.
-    unsafe {
-        cmd.pre_exec(move || if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
-    }
+    enter_on_exec(&mut cmd, fd);
     let out = cmd.output().expect("running in the node");
     drop(ns);
     out
@@ -405,10 +403,7 @@ impl Etcd {
         if let Some((cert, key, ca)) = &self.tls {
             cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key).arg("--trusted-ca-file").arg(ca).arg("--client-cert-auth");
         }
-        // SAFETY: setns is async-signal-safe; etcd starts inside the node namespace.
-        unsafe {
-            cmd.pre_exec(move || if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
-        }
+        enter_on_exec(&mut cmd, fd);
         self.child = Some(cmd.spawn().expect("etcd is not installed (scripts/deps installs etcd-server)"));
         // Ready once the client port accepts connections (requests retry within timeoutMs anyway).
         let ready = in_netns(ns, || {

@@ -6,7 +6,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::errno::Errno;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -30,22 +30,33 @@ pub fn sync_dir(dir: &Path) -> Result<(), IpamError> {
 
 /// Write `bytes` to `dir/name` so that after a crash the file holds either the old or the new content.
 pub fn atomic_write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), IpamError> {
+    atomic_write_mode(dir, name, bytes, STATE_FILE_MODE)
+}
+
+/// [`atomic_write`] with another file mode (podnetctl install writes plugins 0755, configs 0644).
+pub fn atomic_write_mode(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), IpamError> {
     let mut batch = Batch::default();
-    batch.put(dir, name, bytes.to_vec());
+    batch.put_mode(dir, name, bytes.to_vec(), mode);
     batch.commit()
 }
+
+/// State files name pods and addresses: root only.
+const STATE_FILE_MODE: u32 = 0o600;
 
 /// Files made durable together, all or nothing: each goes write, fsync, rename; then each distinct
 /// directory is fsynced once (so a dual-stack ADD's two address files share one directory fsync).
 /// [`Batch::publish`] and [`Published::sync`] split the two steps for callers that overlap work.
 #[derive(Default)]
 pub struct Batch {
-    files: Vec<(PathBuf, String, Vec<u8>)>,
+    files: Vec<(PathBuf, String, Vec<u8>, u32)>,
 }
 
 impl Batch {
     pub fn put(&mut self, dir: &Path, name: &str, bytes: Vec<u8>) {
-        self.files.push((dir.to_path_buf(), name.to_string(), bytes));
+        self.put_mode(dir, name, bytes, STATE_FILE_MODE);
+    }
+    pub fn put_mode(&mut self, dir: &Path, name: &str, bytes: Vec<u8>, mode: u32) {
+        self.files.push((dir.to_path_buf(), name.to_string(), bytes, mode));
     }
 
     pub fn commit(self) -> Result<(), IpamError> {
@@ -58,14 +69,18 @@ impl Batch {
     pub fn publish(self) -> Result<Published, IpamError> {
         let temp = |dir: &Path, name: &str| dir.join(format!("{TEMP_PREFIX}{}-{name}", std::process::id()));
         let cleanup = |upto: usize, renamed: usize| {
-            for (i, (dir, name, _)) in self.files.iter().enumerate().take(upto) {
+            for (i, (dir, name, _, _)) in self.files.iter().enumerate().take(upto) {
                 let _ = fs::remove_file(if i < renamed { dir.join(name) } else { temp(dir, name) });
             }
         };
         let mut handles = Vec::with_capacity(self.files.len());
-        for (i, (dir, name, bytes)) in self.files.iter().enumerate() {
-            let opened = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(temp(dir, name));
-            let written = opened.and_then(|mut f| f.write_all(bytes).map(|_| f));
+        for (i, (dir, name, bytes, mode)) in self.files.iter().enumerate() {
+            let opened = OpenOptions::new().write(true).create(true).truncate(true).mode(*mode).open(temp(dir, name));
+            // The exact mode, whatever the umask.
+            let written = opened.and_then(|mut f| {
+                f.set_permissions(fs::Permissions::from_mode(*mode))?;
+                f.write_all(bytes).map(|_| f)
+            });
             match written {
                 Ok(f) => handles.push(f),
                 Err(e) => {
@@ -77,17 +92,17 @@ impl Batch {
         for (i, f) in handles.iter().enumerate() {
             if let Err(e) = f.sync_all() {
                 cleanup(self.files.len(), 0);
-                let (dir, name, _) = &self.files[i];
+                let (dir, name, _, _) = &self.files[i];
                 return Err(IpamError::io(format!("syncing {}", dir.join(name).display()), e));
             }
         }
-        for (i, (dir, name, _)) in self.files.iter().enumerate() {
+        for (i, (dir, name, _, _)) in self.files.iter().enumerate() {
             if let Err(e) = fs::rename(temp(dir, name), dir.join(name)) {
                 cleanup(self.files.len(), i);
                 return Err(IpamError::io(format!("renaming into {}", dir.join(name).display()), e));
             }
         }
-        let mut dirs: Vec<PathBuf> = self.files.into_iter().map(|(d, _, _)| d).collect();
+        let mut dirs: Vec<PathBuf> = self.files.into_iter().map(|(d, _, _, _)| d).collect();
         dirs.dedup();
         Ok(Published { dirs })
     }

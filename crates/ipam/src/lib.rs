@@ -122,9 +122,6 @@ impl Ipam {
     pub fn config(&self) -> &IpamConfig {
         &self.cfg
     }
-    pub fn network(&self) -> &str {
-        &self.network
-    }
     pub fn reservation(&self) -> Reservation {
         self.reservation
     }

@@ -37,9 +37,6 @@ impl NodeStore {
     pub fn new(data_dir: &Path, network: &str) -> NodeStore {
         NodeStore { dir: data_dir.join(network).join("ipam") }
     }
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
     /// Whether this network was ever used on this node (read paths then create nothing).
     pub fn exists(&self) -> bool {
         self.dir.join("lock").exists()

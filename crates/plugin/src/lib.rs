@@ -90,10 +90,8 @@ fn delegated_gateway(mode: &Mode, address: ipnet::IpNet, gateway: Option<std::ne
     if !matches!(mode, Mode::Bridge { .. }) {
         return Ok(None);
     }
-    let first = match subnet.network() {
-        std::net::IpAddr::V4(n) => std::net::IpAddr::V4((u32::from(n) + 1).into()),
-        std::net::IpAddr::V6(n) => std::net::IpAddr::V6((u128::from(n) + 1).into()),
-    };
+    use podnet_ipam::addr::{from_u128, to_u128};
+    let first = from_u128(to_u128(subnet.network()) + 1, subnet.addr().is_ipv4());
     Ok(Some(first).filter(|g| subnet.contains(g) && *g != address.addr()))
 }
 
