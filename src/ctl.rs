@@ -125,23 +125,36 @@ fn ipam_cmd(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, String>
                             p.free_blocks.to_string(),
                             p.used.to_string(),
                             p.free.to_string(),
+                            p.borrowed.to_string(),
                         ]
                     })
                     .collect();
-                print!("{}", table(&["POOL", "CIDR", "SOURCE", "BLOCK", "CAPACITY", "BLOCKS BY NODE", "FREE BLOCKS", "USED HERE", "FREE HERE"], &rows));
+                print!("{}", table(&["POOL", "CIDR", "SOURCE", "BLOCK", "CAPACITY", "BLOCKS BY NODE", "FREE BLOCKS", "USED HERE", "FREE HERE", "BORROWED"], &rows));
             }
             Ok(0)
         }
         IpamCmd::Check => {
             let live = live_endpoints()?;
             let problems = podnet_ipam::report::check(&ipam, &live).map_err(|e| e.to_string())?;
+            // Borrowing a pool allows is no problem, but each borrowed address is a route of its own.
+            let borrowed = podnet_ipam::report::borrowed(&ipam).map_err(|e| e.to_string())?;
             if output == Output::Json {
-                print_json(serde_json::json!({"network": net.name, "node": ipam.config().node, "problems": problems}));
-            } else if problems.is_empty() {
-                println!("ipam check: no problems on node {}", ipam.config().node);
+                print_json(serde_json::json!({"network": net.name, "node": ipam.config().node, "problems": problems, "borrowed": borrowed}));
             } else {
-                let rows: Vec<Vec<String>> = problems.iter().map(|p| vec![format!("{:?}", p.kind).to_lowercase(), p.detail.clone()]).collect();
-                print!("{}", table(&["PROBLEM", "DETAIL"], &rows));
+                if problems.is_empty() {
+                    println!("ipam check: no problems on node {}", ipam.config().node);
+                } else {
+                    let rows: Vec<Vec<String>> = problems.iter().map(|p| vec![format!("{:?}", p.kind).to_lowercase(), p.detail.clone()]).collect();
+                    print!("{}", table(&["PROBLEM", "DETAIL"], &rows));
+                }
+                if !borrowed.is_empty() {
+                    println!("borrowed addresses (allowBorrowing; each is a /32 or /128 route of its own):");
+                    let rows: Vec<Vec<String>> = borrowed
+                        .iter()
+                        .map(|b| vec![b.ip.to_string(), b.block.to_string(), b.owner.clone().unwrap_or_else(|| "-".into()), b.borrower.clone(), b.handle.key()])
+                        .collect();
+                    print!("{}", table(&["ADDRESS", "BLOCK", "OWNER", "BORROWER", "HANDLE"], &rows));
+                }
             }
             Ok(if problems.is_empty() { 0 } else { 1 })
         }

@@ -231,3 +231,121 @@ fn etcd_with_username_and_password_file() {
     let log = std::fs::read_to_string(node.dir.path().join("podnet.log")).unwrap_or_default();
     assert!(!log.contains("s3cret"), "no password in the log");
 }
+
+/// `podnetctl --config <conflist of conf> args...` in the node; (exit code, output).
+fn ctl(node: &Node, conf: &Value, args: &[&str]) -> (i32, String) {
+    let mut plugin = conf.clone();
+    let obj = plugin.as_object_mut().unwrap();
+    obj.remove("name");
+    obj.remove("cniVersion");
+    let list = tempfile::NamedTempFile::new_in(node.dir.path()).unwrap();
+    std::fs::write(list.path(), serde_json::to_vec(&json!({"cniVersion": "1.0.0", "name": conf["name"], "plugins": [plugin]})).unwrap()).unwrap();
+    let mut full = vec!["--config", list.path().to_str().unwrap()];
+    full.extend_from_slice(args);
+    let out = run_in_node(node, PODNETCTL, &full);
+    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn borrowing_on_etcd_owner_and_borrower_race_for_one_block_without_duplicates() {
+    let node = Node::new();
+    let etcd = Etcd::start_in(&node.ns);
+    borrowing_race(&node, json!({"type": "etcd", "endpoints": [etcd.url()], "timeoutMs": 5000}));
+}
+
+#[test]
+fn borrowing_on_the_shared_local_store_owner_and_borrower_race_without_duplicates() {
+    let node = Node::new();
+    let store = json!({"type": "local", "path": node.dir.path().join("cluster")});
+    borrowing_race(&node, store);
+}
+
+fn borrowing_race(node: &Node, store: Value) {
+    // Two /29 blocks of 8 routed pods. a takes one and uses 3; b fills the other and borrows one
+    // from a. Then both add 5 pods at once: a from its own block, b borrowing from it. The 4 free
+    // addresses go to exactly 4 of the 10 ADDs, each to one pod.
+    let conf = |name: &str| {
+        node.podnet_conf(json!({"dataplane": "routed", "dataDir": node.dir.path().join(name),
+            "ipam": {"node": name, "store": store,
+                "pools": [{"name": "pods", "cidr": "10.76.0.0/28", "blockSize": 29, "allowBorrowing": true}]}}))
+    };
+    let (a, b) = (conf("a"), conf("b"));
+    let pods: Vec<Netns> = (0..22).map(|i| Netns::new(&format!("bw{i}"))).collect();
+    for (i, pod) in pods.iter().enumerate().take(3) {
+        node.add(&format!("a{i}"), pod, &a).must();
+    }
+    for i in 0..8 {
+        node.add(&format!("b{i}"), &pods[3 + i], &b).must();
+    }
+    let lent = result_ip(&node.add("b8", &pods[21], &b).must());
+    assert_eq!(lent, "10.76.0.3", "b's block is full and no block is free: b borrows from a's");
+    let race: Vec<(String, &Netns, Outcome)> = std::thread::scope(|s| {
+        let spawn = |who: &'static str, conf: &Value, from: usize| {
+            let (pods, conf) = (&pods, conf.clone());
+            s.spawn(move || {
+                (0..5).map(|i| {
+                    let cid = format!("{who}r{i}");
+                    let pod = &pods[from + i];
+                    let out = node.add(&cid, pod, &conf);
+                    (cid, pod, out)
+                }).collect::<Vec<_>>()
+            })
+        };
+        let (ta, tb) = (spawn("a", &a, 11), spawn("b", &b, 16));
+        let mut v = ta.join().unwrap();
+        v.extend(tb.join().unwrap());
+        v
+    });
+    let won: Vec<&(String, &Netns, Outcome)> = race.iter().filter(|(_, _, o)| o.ok).collect();
+    assert_eq!(won.len(), 4, "exactly the 4 free addresses were handed out");
+    for (cid, pod, out) in &race {
+        if out.ok {
+            assert_eq!(pod.addrs4("eth0"), vec![result_ip(&out.json)], "{cid}'s pod carries its address");
+        } else {
+            assert_eq!(out.code(), 100, "{cid}: {}", out.raw);
+            assert!(!pod.links().contains(&"eth0".to_string()), "{cid} failed and left no interface");
+        }
+    }
+    // Sampled from the pods' real interfaces: 16 addresses, none twice.
+    let mut seen = HashSet::new();
+    for p in &pods {
+        for ip in p.addrs4("eth0") {
+            assert!(seen.insert(ip.clone()), "{ip} is on two pods");
+        }
+    }
+    assert_eq!(seen.len(), 16);
+    let borrowed_by_b = 1 + won.iter().filter(|(cid, _, _)| cid.starts_with('b')).count();
+
+    // check reports the borrowing (not as a problem); show counts it.
+    let (code, out) = ctl(node, &b, &["-o", "json", "ipam", "check"]);
+    assert_eq!(code, 0, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["borrowed"].as_array().unwrap().len(), borrowed_by_b, "{out}");
+    assert!(v["borrowed"].as_array().unwrap().iter().all(|x| x["owner"] == "a" && x["borrower"] == "b"));
+    let (code, out) = ctl(node, &a, &["-o", "json", "ipam", "show"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["pools"][0]["borrowed"], borrowed_by_b);
+    let (code, out) = ctl(node, &a, &["ipam", "check"]);
+    assert!(code == 0 && out.contains("borrowed addresses") && out.contains(&lent), "{out}");
+
+    // DEL gives the claims back: nothing is borrowed any more.
+    assert!(node.del("b8", Some(&pods[21]), &b).ok);
+    for (cid, pod, out) in &race {
+        if out.ok && cid.starts_with('b') {
+            assert!(node.del(cid, Some(pod), &b).ok);
+        }
+    }
+    let (_, out) = ctl(node, &b, &["-o", "json", "ipam", "check"]);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["borrowed"], json!([]), "{out}");
+}
+
+#[test]
+fn borrowing_on_a_bridge_is_refused_with_a_clear_error() {
+    let node = Node::new();
+    let conf = node.podnet_conf(json!({"ipam": {"pools": [{"name": "p", "cidr": "10.77.0.0/24", "allowBorrowing": true}]}}));
+    let pod = Netns::new("bb");
+    let e = node.add("bb", &pod, &conf);
+    assert_eq!(e.code(), 7, "{}", e.raw);
+    assert!(e.json["msg"].as_str().unwrap().contains("routed"), "{}", e.raw);
+    assert!(node.allocations().is_empty() && node.host_veths().is_empty());
+}

@@ -382,11 +382,8 @@ fn validate_pool(p: PoolConfig) -> Result<Pool, IpamError> {
         }
         exclude.push(net.trunc());
     }
-    if p.allow_borrowing {
-        return Err(IpamError::Unsupported(format!(
-            "ipam.pools[{}].allowBorrowing: borrowing addresses from other nodes' blocks is not available yet; podnet keeps strict block affinity",
-            p.name
-        )));
+    if p.allow_borrowing && p.source != Source::Overlay {
+        return Err(field("allowBorrowing", "applies to overlay pools only: a range or vnet pool has no blocks to borrow from".into()));
     }
     if p.refresh_seconds == Some(0) {
         return Err(field("refreshSeconds", "must be at least 1".into()));

@@ -18,11 +18,31 @@ pub use config::{IpamConfig, Pool, Source};
 pub use error::IpamError;
 pub use model::{Allocation, BlockLease, Handle, PodInfo};
 
-use node::{AddrEntry, NodeStore};
+use model::{BlockRelease, Claim, ClaimAs, ClaimOutcome};
+use node::{AddrEntry, Lending, NodeStore};
 use std::collections::{HashMap, HashSet};
+use ipnet::IpNet;
 use std::net::IpAddr;
 use store::local::LocalStore;
 use store::ClusterStore;
+
+/// Which blocks [`Ipam::pick_in_pool`] may use, in the order an ADD tries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The node's own blocks (or its range): no cluster store unless the pool allows borrowing.
+    Own,
+    /// A block leased now.
+    Lease,
+    /// Another node's lending block (pools with `allowBorrowing`).
+    Borrow,
+}
+
+/// A free address and where it came from.
+struct Picked {
+    span: Span,
+    ip: IpAddr,
+    claim: Option<Claim>,
+}
 
 /// What [`Ipam::allocate`] hands back.
 #[derive(Debug, Clone)]
@@ -36,10 +56,24 @@ pub struct Allocated {
 /// Addresses picked under the node store lock and not yet written; see [`Ipam::reserve`].
 pub struct Pending<'a> {
     ipam: &'a Ipam,
-    _lock: fsio::StoreLock,
+    lock: Option<fsio::StoreLock>,
     pub allocations: Vec<Allocation>,
     /// The handle already held these (a repeated ADD).
     pub existing: bool,
+    /// Claims made in the cluster store for these addresses (pools that allow borrowing): given
+    /// back if the addresses are never published.
+    claims: Vec<Claim>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        // Still under the node lock: nothing of this node can see the address in between.
+        for c in std::mem::take(&mut self.claims) {
+            if let Err(e) = self.ipam.cluster.unclaim(&c) {
+                tracing::warn!(ip = %c.ip, error = %e, "could not give back the claim of an address never used; GC gives it back later");
+            }
+        }
+    }
 }
 
 impl<'a> Pending<'a> {
@@ -60,7 +94,7 @@ impl<'a> Pending<'a> {
     /// an address a pod already carries). Only the directory fsync is left for [`Published::finish`]:
     /// callers may configure the pod in between. A repeated ADD (addresses already held) rewrites
     /// them with the new attachment.
-    pub fn publish(self) -> Result<Published<'a>, IpamError> {
+    pub fn publish(mut self) -> Result<Published<'a>, IpamError> {
         let node = &self.ipam.node;
         let mut batch = fsio::Batch::default();
         if !self.existing {
@@ -69,15 +103,23 @@ impl<'a> Pending<'a> {
                 node.stage(a, &mut batch);
             }
         }
+        // On failure `self` drops and gives the claims back.
         let files = batch.publish()?;
-        Ok(Published { ipam: self.ipam, _lock: self._lock, allocations: self.allocations, existing: self.existing, files })
+        self.claims.clear();
+        Ok(Published {
+            ipam: self.ipam,
+            _lock: self.lock.take(),
+            allocations: std::mem::take(&mut self.allocations),
+            existing: self.existing,
+            files,
+        })
     }
 }
 
 /// Addresses written and visible, their directory not yet fsynced; see [`Pending::publish`].
 pub struct Published<'a> {
     ipam: &'a Ipam,
-    _lock: fsio::StoreLock,
+    _lock: Option<fsio::StoreLock>,
     pub allocations: Vec<Allocation>,
     pub existing: bool,
     files: fsio::Published,
@@ -150,6 +192,14 @@ impl Ipam {
                 pod.namespace.as_deref().unwrap_or("")
             )));
         }
+        if self.reservation == Reservation::GatewayPerBlock {
+            if let Some(p) = pools.iter().find(|p| p.cfg.allow_borrowing) {
+                return Err(IpamError::Config(format!(
+                    "ipam.pools[{}].allowBorrowing needs the routed dataplane (\"mode\": \"routed\"): with a gateway per block, a borrowed address would need another node's gateway",
+                    p.name()
+                )));
+            }
+        }
         let lock = self.node.lock()?;
         let entries = self.node.entries()?;
         let mine: Vec<&AddrEntry> = entries.iter().filter(|e| &e.handle == handle).collect();
@@ -157,10 +207,11 @@ impl Ipam {
             // A repeated ADD for the same attachment gets what it already holds.
             let mut allocations = mine.iter().map(|e| self.node.read(e)).collect::<Result<Vec<_>, _>>()?;
             allocations.sort_by_key(|a| !a.address.addr().is_ipv4());
-            return Ok(Pending { ipam: self, _lock: lock, allocations, existing: true });
+            return Ok(Pending { ipam: self, lock: Some(lock), allocations, existing: true, claims: Vec::new() });
         }
         let mut used: HashSet<IpAddr> = entries.iter().map(|e| e.ip).collect();
-        let mut allocations = Vec::new();
+        // Built first so that an error below drops it and gives back claims already made.
+        let mut pending = Pending { ipam: self, lock: Some(lock), allocations: Vec::new(), existing: false, claims: Vec::new() };
         for v4 in [true, false] {
             let family: Vec<&Pool> = pools.iter().copied().filter(|p| p.is_v4() == v4).collect();
             if family.is_empty() {
@@ -168,23 +219,22 @@ impl Ipam {
             }
             // The node's own blocks in every eligible pool first; only then lease, so an exhausted
             // first pool never sends an ADD to the cluster store while a later pool has room here.
+            // Borrowing, where allowed, comes last of all.
             let mut found = None;
-            for lease in [false, true] {
+            'steps: for step in [Step::Own, Step::Lease, Step::Borrow] {
                 for pool in &family {
-                    if let Some((span, ip)) = self.pick_in_pool(pool, &used, lease)? {
-                        found = Some((pool, span, ip));
-                        break;
+                    if let Some(picked) = self.pick_in_pool(pool, &mut used, step, handle, &entries)? {
+                        found = Some((pool, picked));
+                        break 'steps;
                     }
                 }
-                if found.is_some() {
-                    break;
-                }
             }
-            let Some((pool, span, ip)) = found else {
+            let Some((pool, Picked { span, ip, claim })) = found else {
                 return Err(self.exhausted(&family));
             };
             used.insert(ip);
-            allocations.push(Allocation {
+            pending.claims.extend(claim);
+            pending.allocations.push(Allocation {
                 address: ipnet::IpNet::new(ip, span.pod_prefix_len).expect("prefix fits"),
                 gateway: span.gateway,
                 pool: pool.name().to_string(),
@@ -196,29 +246,30 @@ impl Ipam {
                 attachment: None,
             });
         }
-        Ok(Pending { ipam: self, _lock: lock, allocations, existing: false })
+        Ok(pending)
     }
 
-    /// A free address in `pool` for this node: from its own blocks, or (`lease`) from a block the
-    /// cluster store leases to it now.
-    fn pick_in_pool(&self, pool: &Pool, used: &HashSet<IpAddr>, lease: bool) -> Result<Option<(Span, IpAddr)>, IpamError> {
-        let cursor = self.node.cursor(pool.name());
-        let pick = |span: Span| span.pick(used, cursor).map(|ip| (span, ip));
-        match pool.cfg.source {
-            Source::Range if !lease => Ok(pick(pool.range_span(self.reservation))),
-            Source::Range | Source::Vnet => Ok(None),
-            Source::Overlay => {
+    /// A free address in `pool` for this node at `step`: from its own blocks, from a block the
+    /// cluster store leases to it now, or borrowed from another node's lending block.
+    fn pick_in_pool(&self, pool: &Pool, used: &mut HashSet<IpAddr>, step: Step, handle: &Handle, entries: &[AddrEntry]) -> Result<Option<Picked>, IpamError> {
+        match (pool.cfg.source, step) {
+            (Source::Range, Step::Own) => {
+                let span = pool.range_span(self.reservation);
+                Ok(span.pick(used, self.node.cursor(pool.name())).map(|ip| Picked { span, ip, claim: None }))
+            }
+            (Source::Overlay, Step::Own) => {
                 let mut blocks: Vec<_> = self.node.blocks()?.into_iter().filter(|b| pool.cidr().contains(b)).collect();
                 blocks.sort_by_key(|b| addr::to_u128(b.network()));
-                if !lease {
-                    return Ok(blocks.iter().find_map(|b| pick(Span::for_block(*b, self.reservation))));
-                }
+                self.take_from_own(pool, &blocks, used, handle, entries)
+            }
+            (Source::Overlay, Step::Lease) => {
                 // The node's blocks are full. First adopt blocks the cluster store says are ours but the
                 // node store lost (a crash between lease and record), then lease a new one.
+                let known = self.node.blocks()?;
                 for lease in self.cluster.leased_blocks(pool, &self.cfg.node)? {
-                    if !blocks.contains(&lease.block) {
+                    if !known.contains(&lease.block) {
                         self.node.add_block(&lease)?;
-                        if let Some(hit) = pick(Span::for_block(lease.block, self.reservation)) {
+                        if let Some(hit) = self.take_from_own(pool, &[lease.block], used, handle, entries)? {
                             return Ok(Some(hit));
                         }
                     }
@@ -226,12 +277,93 @@ impl Ipam {
                 match self.cluster.lease_block(pool, &self.cfg.node)? {
                     Some(lease) => {
                         self.node.add_block(&lease)?;
-                        Ok(pick(Span::for_block(lease.block, self.reservation)))
+                        self.take_from_own(pool, &[lease.block], used, handle, entries)
                     }
                     None => Ok(None),
                 }
             }
+            (Source::Overlay, Step::Borrow) if pool.cfg.allow_borrowing => {
+                // Every block is leased and this node's are full: borrow from a lending block of
+                // another node, skipping every address claimed there.
+                let own = self.node.blocks()?;
+                let mut lending: Vec<IpNet> = self.cluster.lending_blocks()?.into_iter().filter(|b| pool.cidr().contains(b) && !own.contains(b)).collect();
+                if lending.is_empty() {
+                    return Ok(None);
+                }
+                lending.sort_by_key(|b| addr::to_u128(b.network()));
+                used.extend(self.cluster.claims()?.into_iter().filter(|c| pool.cidr().contains(&c.ip)).map(|c| c.ip));
+                for block in lending {
+                    if let Some(hit) = self.take(block, ClaimAs::Borrower, used, handle, None)? {
+                        return Ok(Some(hit));
+                    }
+                }
+                Ok(None)
+            }
+            _ => Ok(None),
         }
+    }
+
+    /// A free address in the node's own `blocks`, claimed in the cluster store where the block
+    /// lends (or its pool allows borrowing: the block starts lending now).
+    fn take_from_own(&self, pool: &Pool, blocks: &[IpNet], used: &mut HashSet<IpAddr>, handle: &Handle, entries: &[AddrEntry]) -> Result<Option<Picked>, IpamError> {
+        let cursor = self.node.cursor(pool.name());
+        for &block in blocks {
+            let lending = match self.node.lending(block) {
+                Some(state) => state,
+                None if pool.cfg.allow_borrowing => self.start_lending(block, entries)?,
+                None => {
+                    let span = Span::for_block(block, self.reservation);
+                    match span.pick(used, cursor) {
+                        Some(ip) => return Ok(Some(Picked { span, ip, claim: None })),
+                        None => continue,
+                    }
+                }
+            };
+            if let Some(hit) = self.take(block, ClaimAs::Owner { announce: lending == Lending::Claiming }, used, handle, cursor)? {
+                if lending == Lending::Claiming {
+                    self.node.set_lending(block, Lending::Announced)?;
+                }
+                return Ok(Some(hit));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Claim, in the cluster store, every address the node already holds in `block` (they were
+    /// handed out before its pool allowed borrowing), then mark the block: from here on this node
+    /// claims every address of it. Other nodes borrow only once the first new claim announces it.
+    fn start_lending(&self, block: IpNet, entries: &[AddrEntry]) -> Result<Lending, IpamError> {
+        for e in entries.iter().filter(|e| block.contains(&e.ip)) {
+            let claim = Claim { ip: e.ip, block, node: self.cfg.node.clone(), handle: e.handle.clone() };
+            if let ClaimOutcome::Taken(_) = self.cluster.claim(&claim, ClaimAs::Owner { announce: false })? {
+                return Err(IpamError::Config(format!(
+                    "{} is held on node {} by {} but claimed by another node in the cluster store; run podnetctl ipam check",
+                    e.ip,
+                    self.cfg.node,
+                    e.handle.key()
+                )));
+            }
+        }
+        self.node.set_lending(block, Lending::Claiming)?;
+        Ok(Lending::Claiming)
+    }
+
+    /// Pick and claim a free address of `block`, skipping addresses the cluster store says are
+    /// claimed; `None` when the block is full or no longer usable.
+    fn take(&self, block: IpNet, how: ClaimAs, used: &mut HashSet<IpAddr>, handle: &Handle, cursor: Option<IpAddr>) -> Result<Option<Picked>, IpamError> {
+        let span = Span::for_block(block, self.reservation);
+        while let Some(ip) = span.pick(used, cursor) {
+            let claim = Claim { ip, block, node: self.cfg.node.clone(), handle: handle.clone() };
+            match self.cluster.claim(&claim, how)? {
+                ClaimOutcome::Claimed => return Ok(Some(Picked { span, ip, claim: Some(claim) })),
+                ClaimOutcome::Taken(claims) => {
+                    used.insert(ip);
+                    used.extend(claims.into_iter().map(|c| c.ip));
+                }
+                ClaimOutcome::BlockGone => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 
     fn exhausted(&self, pools: &[&Pool]) -> IpamError {
@@ -251,19 +383,59 @@ impl Ipam {
         if !self.node.exists() {
             return Ok(Vec::new());
         }
-        let _lock = self.node.lock()?;
+        let lock = self.node.lock()?;
         let entries = self.node.entries()?;
         let (mine, rest): (Vec<AddrEntry>, Vec<AddrEntry>) = entries.into_iter().partition(|e| &e.handle == handle);
         self.node.remove(&mine)?;
+        let mut claims = Vec::new();
         if !mine.is_empty() {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            for block in self.node.blocks()? {
+            let blocks = self.node.blocks()?;
+            for &block in &blocks {
                 if mine.iter().any(|e| block.contains(&e.ip)) && !rest.iter().any(|e| block.contains(&e.ip)) {
                     self.node.mark_empty(block, now);
                 }
             }
+            claims = mine.iter().filter_map(|e| self.claim_of(e, &blocks)).collect();
+        }
+        drop(lock);
+        // The address is free on this node already; its claim goes after, outside the lock. If
+        // the cluster store is down the claim stays (DEL still succeeds) and only blocks the
+        // address until GC gives it back.
+        for c in &claims {
+            if let Err(e) = self.cluster.unclaim(c) {
+                tracing::warn!(ip = %c.ip, error = %e, "could not give back the claim of a released address; GC gives it back later");
+            }
         }
         Ok(mine.into_iter().map(|e| e.ip).collect())
+    }
+
+    /// The cluster claim an address entry holds, if any: one in a lending block of this node, or
+    /// one borrowed from another node's block.
+    pub(crate) fn claim_of(&self, e: &AddrEntry, own_blocks: &[IpNet]) -> Option<Claim> {
+        let pool = self.cfg.pools.iter().find(|p| p.cfg.source == Source::Overlay && p.cidr().contains(&e.ip))?;
+        let block = IpNet::new(e.ip, pool.block_len).ok()?.trunc();
+        let claimed = !own_blocks.contains(&block) || self.node.lending(block).is_some();
+        claimed.then(|| Claim { ip: e.ip, block, node: self.cfg.node.clone(), handle: e.handle.clone() })
+    }
+
+    /// Whether this node may hold claims in the cluster store (GC then looks for stale ones).
+    pub(crate) fn may_claim(&self) -> bool {
+        self.cfg.pools.iter().any(|p| p.cfg.allow_borrowing) || !self.node.lending_blocks().is_empty()
+    }
+
+    /// Give back claims of this node that no address record holds (an ADD killed between claim
+    /// and record, a DEL that could not reach the cluster store). Call with the node lock held:
+    /// an ADD holds it from claim to record.
+    fn release_stale_claims(&self, entries: &[AddrEntry]) -> Result<Vec<IpAddr>, IpamError> {
+        let held: HashSet<(IpAddr, &Handle)> = entries.iter().map(|e| (e.ip, &e.handle)).collect();
+        let mut out = Vec::new();
+        for c in self.cluster.claims()?.into_iter().filter(|c| c.node == self.cfg.node) {
+            if !held.contains(&(c.ip, &c.handle)) && self.cluster.unclaim(&c)? {
+                out.push(c.ip);
+            }
+        }
+        Ok(out)
     }
 
     /// Hand back to their pools the blocks that have stayed empty for the grace time (GC and
@@ -302,20 +474,40 @@ impl Ipam {
             }
             // The node forgets the block first: were the cluster release lost, `ipam check`
             // reports an unrecorded lease, never a block two nodes allocate from.
+            let cached = self.node.block_leases()?.into_iter().find(|l| l.block == block);
             self.node.remove_block(block)?;
-            self.node.clear_empty(block);
-            if self.cluster.release_block(block, &self.cfg.node)? {
-                released.push(block);
+            match self.cluster.release_block(block, &self.cfg.node, false)? {
+                BlockRelease::Released => released.push(block),
+                BlockRelease::NotHeld => {}
+                BlockRelease::Claimed => {
+                    // Other nodes still borrow from it: keep it, and its empty mark to try again
+                    // at the next GC.
+                    if let Some(lease) = cached {
+                        self.node.add_block(&lease)?;
+                    }
+                    continue;
+                }
             }
+            self.node.clear_lending(block)?;
+            self.node.clear_empty(block);
         }
         Ok(released)
     }
 
     /// Release every address whose handle is not in `keep` (CNI GC).
+    /// Claims in the cluster store that no address of this node holds any more are given back
+    /// too; if the cluster store is down that part waits for the next GC.
     pub fn gc(&self, keep: &HashSet<Handle>) -> Result<Vec<(Handle, IpAddr)>, IpamError> {
         let _lock = self.node.lock()?;
-        let stale: Vec<AddrEntry> = self.node.entries()?.into_iter().filter(|e| !keep.contains(&e.handle)).collect();
+        let (stale, live): (Vec<AddrEntry>, Vec<AddrEntry>) = self.node.entries()?.into_iter().partition(|e| !keep.contains(&e.handle));
         self.node.remove(&stale)?;
+        if self.may_claim() {
+            match self.release_stale_claims(&live) {
+                Ok(ips) if !ips.is_empty() => tracing::info!(count = ips.len(), "gave back claims no address holds"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not give back stale claims; the next GC tries again"),
+            }
+        }
         Ok(stale.into_iter().map(|e| (e.handle, e.ip)).collect())
     }
 
@@ -526,6 +718,104 @@ mod tests {
         ipam.allocate(&Handle::new("c6", "eth0"), &pod("x")).unwrap();
         assert!(ipam.release_empty_blocks().unwrap().is_empty());
         assert_eq!(ipam.cluster().leases().unwrap().len(), 1);
+    }
+
+    /// Node `node` of a cluster sharing the local store under `root`, routed (every address usable).
+    fn node_ipam(root: &std::path::Path, node: &str, borrowing: bool) -> Ipam {
+        let cfg = IpamConfig::parse(
+            &json!({"node": node, "dataDir": root.join(node), "emptyBlockGraceSeconds": 0,
+                "store": {"type": "local", "path": root.join("cluster")},
+                "pools": [{"name": "p", "cidr": "10.2.0.0/29", "blockSize": 30, "allowBorrowing": borrowing}]}),
+            None,
+        )
+        .unwrap();
+        Ipam::new(cfg, "net", Reservation::None)
+    }
+
+    fn add(ipam: &Ipam, id: &str) -> Result<String, IpamError> {
+        ipam.allocate(&Handle::new(id, "eth0"), &pod("x")).map(|a| a.allocations[0].address.addr().to_string())
+    }
+
+    #[test]
+    fn borrowing_takes_free_addresses_of_lending_blocks_only_when_no_block_is_free() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (node_ipam(d.path(), "a", true), node_ipam(d.path(), "b", true));
+        // Two /30 blocks of 4: a takes one and uses half, b fills the other.
+        assert_eq!([add(&a, "a0").unwrap(), add(&a, "a1").unwrap()], ["10.2.0.0", "10.2.0.1"]);
+        for i in 0..4 {
+            add(&b, &format!("b{i}")).unwrap();
+        }
+        // No block is free: b borrows what a does not use, and no more.
+        assert_eq!([add(&b, "b4").unwrap(), add(&b, "b5").unwrap()], ["10.2.0.2", "10.2.0.3"]);
+        assert!(matches!(add(&b, "b6"), Err(IpamError::Exhausted(_))));
+        // a's block is full of its own and lent addresses: a never hands out a borrowed one.
+        assert!(matches!(add(&a, "a2"), Err(IpamError::Exhausted(_))));
+        let lent = report::borrowed(&a).unwrap();
+        assert_eq!(lent.iter().map(|x| (x.ip.to_string(), x.borrower.as_str(), x.owner.as_deref())).collect::<Vec<_>>(),
+            [("10.2.0.2".to_string(), "b", Some("a")), ("10.2.0.3".to_string(), "b", Some("a"))]);
+        assert_eq!(report::show(&b).unwrap()[0].borrowed, 2);
+        assert!(report::check(&b, &|_| true).unwrap().is_empty(), "borrowing in a borrowing pool is no problem");
+        // An empty block that still lends stays with its owner until the borrowed addresses go.
+        a.release(&Handle::new("a0", "eth0")).unwrap();
+        a.release(&Handle::new("a1", "eth0")).unwrap();
+        assert!(a.release_empty_blocks().unwrap().is_empty());
+        assert_eq!(a.node_store().blocks().unwrap(), ["10.2.0.0/30".parse::<IpNet>().unwrap()]);
+        // The owner reuses its freed addresses meanwhile, skipping the lent ones.
+        assert_eq!(add(&a, "a3").unwrap(), "10.2.0.0");
+        a.release(&Handle::new("a3", "eth0")).unwrap();
+        b.release(&Handle::new("b4", "eth0")).unwrap();
+        b.release(&Handle::new("b5", "eth0")).unwrap();
+        assert!(a.cluster().claims().unwrap().iter().all(|c| c.node == "b" && c.block.to_string() == "10.2.0.4/30"));
+        assert_eq!(a.release_empty_blocks().unwrap(), ["10.2.0.0/30".parse::<IpNet>().unwrap()]);
+        // The block is free again: b leases it rather than borrow.
+        assert_eq!(add(&b, "b7").unwrap(), "10.2.0.0");
+        assert_eq!(b.node_store().blocks().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn turning_borrowing_on_claims_what_the_owner_holds_and_off_keeps_claiming() {
+        let d = tempfile::tempdir().unwrap();
+        let strict_a = node_ipam(d.path(), "a", false);
+        add(&strict_a, "a0").unwrap();
+        assert!(strict_a.cluster().claims().unwrap().is_empty(), "strict pools make no claims");
+        let a = node_ipam(d.path(), "a", true);
+        let b = node_ipam(d.path(), "b", true);
+        assert_eq!(add(&a, "a1").unwrap(), "10.2.0.1");
+        let claimed: Vec<String> = a.cluster().claims().unwrap().iter().map(|c| c.ip.to_string()).collect();
+        assert_eq!(claimed.len(), 2, "the address held before borrowing was turned on is claimed too: {claimed:?}");
+        // Borrowing off again on a: its lending block keeps claiming, so b never gets a's addresses.
+        add(&strict_a, "a2").unwrap();
+        for i in 0..4 {
+            add(&b, &format!("b{i}")).unwrap();
+        }
+        assert_eq!(add(&b, "b4").unwrap(), "10.2.0.3");
+        let all: HashSet<String> = a.allocations().unwrap().iter().chain(b.allocations().unwrap().iter()).map(|x| x.address.addr().to_string()).collect();
+        assert_eq!(all.len(), 8, "no address twice: {all:?}");
+        assert!(report::check(&a, &|_| true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn claims_of_unpublished_or_forgotten_addresses_go_back() {
+        let d = tempfile::tempdir().unwrap();
+        let a = node_ipam(d.path(), "a", true);
+        // Picked and claimed, never written: dropping gives the claim back.
+        let pending = a.reserve(&Handle::new("x", "eth0"), &pod("x")).unwrap();
+        assert_eq!(a.cluster().claims().unwrap().len(), 1);
+        drop(pending);
+        assert!(a.cluster().claims().unwrap().is_empty());
+        // A claim no record holds (a DEL that could not reach the store) is leaked, and GC frees it.
+        add(&a, "y").unwrap();
+        let stale = Claim { ip: "10.2.0.3".parse().unwrap(), block: "10.2.0.0/30".parse().unwrap(), node: "a".into(), handle: Handle::new("gone", "eth0") };
+        assert_eq!(a.cluster().claim(&stale, ClaimAs::Owner { announce: false }).unwrap(), ClaimOutcome::Claimed);
+        let problems = report::check(&a, &|_| true).unwrap();
+        assert!(problems.len() == 1 && problems[0].kind == report::ProblemKind::Leaked, "{problems:?}");
+        a.gc(&[Handle::new("y", "eth0")].into_iter().collect()).unwrap();
+        assert_eq!(a.cluster().claims().unwrap().len(), 1, "only y's claim is left");
+        // A bridge keeps a gateway per block: borrowing there is refused with a clear error.
+        let cfg = a.config().clone();
+        let bridge = Ipam::new(cfg, "net", Reservation::GatewayPerBlock);
+        let e = bridge.allocate(&Handle::new("z", "eth0"), &pod("x")).unwrap_err();
+        assert!(matches!(e, IpamError::Config(_)) && e.to_string().contains("allowBorrowing needs the routed dataplane"), "{e}");
     }
 
     fn list_dir_names(dir: &std::path::Path) -> Vec<String> {

@@ -76,3 +76,46 @@ pub struct BlockLease {
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
+
+/// An address claimed in the cluster store. Only pools with `allowBorrowing` keep claims: there an
+/// owner and a borrower may both pick from one block, so every allocation also claims its address
+/// where both see it, and the store's create-if-absent decides. The value has no timestamp, so a
+/// claim is deleted by comparing it exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Claim {
+    pub ip: IpAddr,
+    pub block: IpNet,
+    pub node: String,
+    pub handle: Handle,
+}
+
+/// Who claims: the block's owner, or a node borrowing from another node's block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimAs {
+    /// `announce`: also mark the block as lending, so other nodes may borrow from it. The owner
+    /// does this once every address it holds in the block is claimed.
+    Owner { announce: bool },
+    /// Only from a block marked as lending.
+    Borrower,
+}
+
+/// What [`crate::store::ClusterStore::claim`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    Claimed,
+    /// Another claim holds the address; these are every claim of its block, to skip them all.
+    Taken(Vec<Claim>),
+    /// The block is not leased (any more), or (borrower) not lending: do not allocate from it.
+    BlockGone,
+}
+
+/// What [`crate::store::ClusterStore::release_block`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockRelease {
+    Released,
+    /// The lease is not this node's (any more).
+    NotHeld,
+    /// Addresses of the block are claimed (lent to other nodes, or stale claims GC will clear).
+    Claimed,
+}

@@ -29,6 +29,17 @@ impl AddrEntry {
     }
 }
 
+/// A block of a pool that allows borrowing. Once marked, the owner claims every address it hands
+/// out in the block in the cluster store, until the block is handed back: so switching
+/// `allowBorrowing` off later never lets the owner hand out an address another node borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lending {
+    /// Every address the node holds in the block is claimed; other nodes do not know yet.
+    Claiming,
+    /// The cluster store marks the block as lending: other nodes may borrow from it.
+    Announced,
+}
+
 pub struct NodeStore {
     dir: PathBuf,
 }
@@ -52,6 +63,26 @@ impl NodeStore {
     }
     fn empty_dir(&self) -> PathBuf {
         self.dir.join("empty")
+    }
+    fn lending_dir(&self) -> PathBuf {
+        self.dir.join("lending")
+    }
+
+    /// Whether every address of `block` is claimed in the cluster store (see [`Lending`]).
+    pub fn lending(&self, block: IpNet) -> Option<Lending> {
+        match std::fs::read_to_string(self.lending_dir().join(net_to_file_name(block))).ok()?.trim() {
+            "lending" => Some(Lending::Announced),
+            _ => Some(Lending::Claiming),
+        }
+    }
+    /// Durable: from here on the node claims every address of the block, whatever the config says.
+    pub fn set_lending(&self, block: IpNet, state: Lending) -> Result<(), IpamError> {
+        ensure_dir(&self.lending_dir())?;
+        let text = match state {
+            Lending::Claiming => "claiming",
+            Lending::Announced => "lending",
+        };
+        atomic_write(&self.lending_dir(), &net_to_file_name(block), text.as_bytes())
     }
 
     /// Note that `block` has been empty since `unix_secs`, unless already noted. A hint, written
@@ -149,6 +180,20 @@ impl NodeStore {
     pub fn remove_block(&self, block: IpNet) -> Result<(), IpamError> {
         remove(&self.blocks_dir(), &net_to_file_name(block))?;
         sync_dir(&self.blocks_dir())
+    }
+
+    /// Forget that `block` lends: only once the cluster store no longer leases it to this node.
+    /// Until then a mark outlives the block's record, so a block adopted again keeps claiming.
+    pub fn clear_lending(&self, block: IpNet) -> Result<(), IpamError> {
+        if remove(&self.lending_dir(), &net_to_file_name(block))? {
+            sync_dir(&self.lending_dir())?;
+        }
+        Ok(())
+    }
+
+    /// Blocks marked lending (see [`Lending`]).
+    pub fn lending_blocks(&self) -> Vec<IpNet> {
+        list(&self.lending_dir()).unwrap_or_default().iter().filter_map(|n| net_from_file_name(n)).collect()
     }
 
     /// Where the last allocation of `pool` ended: a hint for round-robin, so it is written without

@@ -5,7 +5,7 @@ use crate::addr::{block_count, to_u128};
 use crate::allocator::Span;
 use crate::config::Source;
 use crate::error::IpamError;
-use crate::model::Handle;
+use crate::model::{BlockRelease, Claim, Handle};
 use crate::node::AddrEntry;
 use crate::Ipam;
 use ipnet::IpNet;
@@ -35,12 +35,15 @@ pub struct PoolReport {
     pub used: usize,
     /// Addresses still free in this node's blocks (range: in the range).
     pub free: u64,
+    /// Addresses of the pool held by a node other than their block's owner (cluster-wide).
+    pub borrowed: usize,
     pub disabled: bool,
 }
 
 /// Per pool: size, blocks leased per node, addresses used and free on this node.
 pub fn show(ipam: &Ipam) -> Result<Vec<PoolReport>, IpamError> {
     let leases = ipam.cluster().leases()?;
+    let borrowed = borrowed_anywhere(ipam, &leases)?;
     let allocations = ipam.allocations()?;
     let node_blocks: Vec<IpNet> = if ipam.node_store().exists() {
         let _lock = ipam.node_store().lock()?;
@@ -80,9 +83,52 @@ pub fn show(ipam: &Ipam) -> Result<Vec<PoolReport>, IpamError> {
             node_blocks: mine,
             used,
             free: saturate(free),
+            borrowed: borrowed.iter().filter(|c| pool.cidr().contains(&c.ip)).count(),
             disabled: pool.cfg.disabled,
         });
     }
+    Ok(out)
+}
+
+/// Claims held by a node other than their block's owner (or in a block no node leases), read
+/// only where borrowing can happen.
+fn borrowed_anywhere(ipam: &Ipam, leases: &[crate::BlockLease]) -> Result<Vec<Claim>, IpamError> {
+    if !ipam.may_claim() {
+        return Ok(Vec::new());
+    }
+    let owner: HashMap<IpNet, &str> = leases.iter().map(|l| (l.block, l.node.as_str())).collect();
+    Ok(ipam.cluster().claims()?.into_iter().filter(|c| owner.get(&c.block) != Some(&c.node.as_str())).collect())
+}
+
+/// An address one node borrows from another node's block.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BorrowedAddress {
+    pub ip: IpAddr,
+    pub block: IpNet,
+    /// The node leasing the block (none: the block was handed back while lent).
+    pub owner: Option<String>,
+    pub borrower: String,
+    pub handle: Handle,
+}
+
+/// Addresses this node borrows, and addresses borrowed from its blocks: allowed in pools with
+/// `allowBorrowing`, and reported because each one is a /32 route of its own.
+pub fn borrowed(ipam: &Ipam) -> Result<Vec<BorrowedAddress>, IpamError> {
+    let leases = ipam.cluster().leases()?;
+    let me = ipam.config().node.as_str();
+    let mut out: Vec<BorrowedAddress> = borrowed_anywhere(ipam, &leases)?
+        .into_iter()
+        .map(|c| BorrowedAddress {
+            ip: c.ip,
+            block: c.block,
+            owner: leases.iter().find(|l| l.block == c.block).map(|l| l.node.clone()),
+            borrower: c.node,
+            handle: c.handle,
+        })
+        .filter(|b| b.borrower == me || b.owner.as_deref() == Some(me))
+        .collect();
+    out.sort_by_key(|b| to_u128(b.ip));
     Ok(out)
 }
 
@@ -93,8 +139,12 @@ pub enum ProblemKind {
     Leaked,
     /// One address held by two handles.
     Duplicate,
-    /// An address outside this node's blocks (overlay) or outside its range.
+    /// An address outside this node's blocks (overlay) or outside its range, where borrowing
+    /// is not allowed (or without the claim borrowing needs).
     Borrowed,
+    /// An address of a lending block with no claim in the cluster store: another node could
+    /// borrow it.
+    Unclaimed,
     /// A block the node store records but the cluster store does not lease to this node.
     OrphanedBlock,
     /// A block the cluster store leases to this node that its node store does not record.
@@ -123,7 +173,9 @@ pub fn check(ipam: &Ipam, live: &dyn Fn(&Handle) -> bool) -> Result<Vec<Problem>
         // A node with no store still sees the leases the cluster store holds for it.
         (Vec::new(), Vec::new())
     };
-    let mine: Vec<IpNet> = ipam.cluster().leases()?.into_iter().filter(|l| l.node == ipam.config().node).map(|l| l.block).collect();
+    let me = &ipam.config().node;
+    let mine: Vec<IpNet> = ipam.cluster().leases()?.into_iter().filter(|l| &l.node == me).map(|l| l.block).collect();
+    let claims: HashSet<Claim> = if ipam.may_claim() { ipam.cluster().claims()?.into_iter().filter(|c| &c.node == me).collect() } else { HashSet::new() };
     let mut by_ip: HashMap<IpAddr, Vec<&Handle>> = HashMap::new();
     for e in &entries {
         by_ip.entry(e.ip).or_default().push(&e.handle);
@@ -154,9 +206,24 @@ pub fn check(ipam: &Ipam, live: &dyn Fn(&Handle) -> bool) -> Result<Vec<Problem>
             Source::Range => pool.range_span(ipam.reservation()).usable(e.ip),
             _ => node_blocks.iter().any(|b| b.contains(&e.ip)),
         };
-        if !inside {
-            push(ProblemKind::Borrowed, format!("{} ({}) lies outside this node's blocks in pool {}", e.ip, e.handle.key(), pool.name()));
+        let claim = ipam.claim_of(e, &node_blocks);
+        let claimed = claim.as_ref().is_some_and(|c| claims.contains(c));
+        if !(inside || pool.cfg.allow_borrowing && claimed) {
+            let why = if pool.cfg.allow_borrowing { "and holds no claim in the cluster store" } else { "which does not allow borrowing" };
+            push(ProblemKind::Borrowed, format!("{} ({}) lies outside this node's blocks in pool {}, {why}", e.ip, e.handle.key(), pool.name()));
+        } else if inside && claim.is_some() && !claimed {
+            push(ProblemKind::Unclaimed, format!(
+                "{} ({}) lies in a lending block but holds no claim in the cluster store, so another node could borrow it; delete and re-create the pod",
+                e.ip,
+                e.handle.key()
+            ));
         }
+    }
+    let held: HashSet<(IpAddr, &Handle)> = entries.iter().map(|e| (e.ip, &e.handle)).collect();
+    let mut stale: Vec<&Claim> = claims.iter().filter(|c| !held.contains(&(c.ip, &c.handle))).collect();
+    stale.sort_by_key(|c| to_u128(c.ip));
+    for c in stale {
+        push(ProblemKind::Leaked, format!("{} is claimed in the cluster store by {} but no address record of this node holds it; GC gives it back", c.ip, c.handle.key()));
     }
     for b in &node_blocks {
         if !mine.contains(b) {
@@ -190,6 +257,16 @@ pub fn release_address(ipam: &Ipam, ip: IpAddr, force: bool, live: &dyn Fn(&Hand
         }
     }
     node.remove(&hits)?;
+    if ipam.may_claim() {
+        // Its claims go too: the records' own, and any of this node's no record holds.
+        let blocks = node.blocks()?;
+        let mut claims: Vec<Claim> = hits.iter().filter_map(|e| ipam.claim_of(e, &blocks)).collect();
+        let rest = node.entries()?;
+        claims.extend(ipam.cluster().claims()?.into_iter().filter(|c| c.ip == ip && c.node == ipam.config().node && !rest.iter().any(|e| e.ip == ip && e.handle == c.handle)));
+        for c in claims {
+            ipam.cluster().unclaim(&c)?;
+        }
+    }
     Ok(Ok(hits.into_iter().map(|e| e.handle).collect()))
 }
 
@@ -203,11 +280,15 @@ pub struct NodeRelease {
 /// allocating from the blocks it believes it holds, so the caller must be sure.
 pub fn release_node(ipam: &Ipam, node: &str) -> Result<NodeRelease, IpamError> {
     let mut out = NodeRelease { released: Vec::new(), changed: Vec::new() };
+    // Its claims first: the addresses went with the node. Blocks it lent from go back even
+    // while other nodes still borrow from them; they are leased again only once those are gone.
+    for c in ipam.cluster().claims()?.into_iter().filter(|c| c.node == node) {
+        ipam.cluster().unclaim(&c)?;
+    }
     for lease in ipam.cluster().leases()?.into_iter().filter(|l| l.node == node) {
-        if ipam.cluster().release_block(lease.block, node)? {
-            out.released.push(lease.block);
-        } else {
-            out.changed.push(lease.block);
+        match ipam.cluster().release_block(lease.block, node, true)? {
+            BlockRelease::Released => out.released.push(lease.block),
+            BlockRelease::NotHeld | BlockRelease::Claimed => out.changed.push(lease.block),
         }
     }
     Ok(out)

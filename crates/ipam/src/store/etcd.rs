@@ -2,6 +2,9 @@
 //! with `/` written `_`), each value a JSON [`BlockLease`]. A lease is created only if the key does
 //! not exist (compare create_revision = 0) and deleted only at the revision its owner read, so two
 //! nodes can never both hold a block. No consensus of our own: etcd's transactions decide.
+//! Pools that allow borrowing add address claims at `<prefix>/<network>/claims/<cidr>/<ip>`
+//! (a JSON [`Claim`]), created only if absent while the block's lease exists; a borrower only while
+//! the block is marked lending at `<prefix>/<network>/lending/<cidr>`.
 //!
 //! The plugin is synchronous; this store starts a single-threaded runtime and connects only when
 //! first used (a block must be leased or listed), so ADDs inside the node's blocks and every DEL
@@ -11,8 +14,8 @@ use super::ClusterStore;
 use crate::addr::{block_count, net_from_file_name, net_to_file_name, nth_block};
 use crate::config::{EtcdConfig, Pool};
 use crate::error::IpamError;
-use crate::model::{now_rfc3339, BlockLease};
-use etcd_client::{Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn, TxnOp, TxnOpResponse};
+use crate::model::{now_rfc3339, BlockLease, BlockRelease, Claim, ClaimAs, ClaimOutcome};
+use etcd_client::{Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use ipnet::IpNet;
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -45,6 +48,8 @@ fn classify(e: &etcd_client::Error) -> Failure {
 pub struct EtcdStore {
     cfg: EtcdConfig,
     blocks_prefix: String,
+    claims_prefix: String,
+    lending_prefix: String,
     conn: RefCell<Option<(tokio::runtime::Runtime, Client)>>,
     deadline: Cell<Option<Instant>>,
     requests: Cell<usize>,
@@ -52,8 +57,9 @@ pub struct EtcdStore {
 
 impl EtcdStore {
     pub fn new(cfg: EtcdConfig, network: &str) -> EtcdStore {
-        let blocks_prefix = format!("{}/{network}/blocks/", cfg.prefix.trim_end_matches('/'));
-        EtcdStore { cfg, blocks_prefix, conn: RefCell::new(None), deadline: Cell::new(None), requests: Cell::new(0) }
+        let base = format!("{}/{network}", cfg.prefix.trim_end_matches('/'));
+        let (blocks_prefix, claims_prefix, lending_prefix) = (format!("{base}/blocks/"), format!("{base}/claims/"), format!("{base}/lending/"));
+        EtcdStore { cfg, blocks_prefix, claims_prefix, lending_prefix, conn: RefCell::new(None), deadline: Cell::new(None), requests: Cell::new(0) }
     }
 
     /// etcd requests made so far (0 for an ADD inside the node's own blocks).
@@ -152,6 +158,33 @@ impl EtcdStore {
             .map_err(|e| classify(&e))
     }
 
+    fn txn(&self, txn: Txn) -> Result<TxnResponse, IpamError> {
+        self.call(|mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+    }
+
+    fn lease_key(&self, block: IpNet) -> String {
+        format!("{}{}", self.blocks_prefix, net_to_file_name(block))
+    }
+    fn lending_key(&self, block: IpNet) -> String {
+        format!("{}{}", self.lending_prefix, net_to_file_name(block))
+    }
+    fn block_claims_prefix(&self, block: IpNet) -> String {
+        format!("{}{}/", self.claims_prefix, net_to_file_name(block))
+    }
+
+    fn decode_claim(&self, kv: &KeyValue) -> Result<Claim, IpamError> {
+        let key = kv.key_str().unwrap_or_default().to_string();
+        let claim: Claim = serde_json::from_slice(kv.value())
+            .map_err(|e| IpamError::Corrupt { path: key.clone().into(), why: format!("etcd value does not decode: {e}") })?;
+        if key != format!("{}{}", self.block_claims_prefix(claim.block), claim.ip) || !claim.block.contains(&claim.ip) {
+            return Err(IpamError::Corrupt { path: key.into(), why: format!("holds the claim of {} under another key", claim.ip) });
+        }
+        Ok(claim)
+    }
+
     fn read_all(&self) -> Result<Vec<(BlockLease, i64)>, IpamError> {
         let prefix = self.blocks_prefix.clone();
         let resp = self.call(|mut c| {
@@ -188,19 +221,20 @@ impl ClusterStore for EtcdStore {
                 continue;
             }
             let lease = BlockLease { block, pool: pool.name().to_string(), node: node.to_string(), leased_at: now_rfc3339() };
-            let key = format!("{}{}", self.blocks_prefix, net_to_file_name(block));
+            let key = self.lease_key(block);
             let value = serde_json::to_vec(&lease).expect("leases serialize");
             // Create only if absent: a node that lost the race moves on to the next block. Else
             // read the key back: a retried request whose first attempt was applied but whose reply
             // was lost finds its own lease there, which is a success, not a lost race.
+            // A block still holding claims (lent out by a node since released) is not free.
             let txn = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .when([
+                    Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                    Compare::create_revision(self.block_claims_prefix(block), CompareOp::Equal, 0).with_prefix(),
+                ])
                 .and_then([TxnOp::put(key.clone(), value, None)])
                 .or_else([TxnOp::get(key, None)]);
-            let resp = self.call(|mut c| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
-            })?;
+            let resp = self.txn(txn)?;
             if resp.succeeded() {
                 return Ok(Some(lease));
             }
@@ -216,23 +250,109 @@ impl ClusterStore for EtcdStore {
         Ok(None)
     }
 
-    fn release_block(&self, block: IpNet, node: &str) -> Result<bool, IpamError> {
+    fn release_block(&self, block: IpNet, node: &str, even_if_claimed: bool) -> Result<BlockRelease, IpamError> {
         let Some((_, revision)) = self.read_all()?.into_iter().find(|(l, _)| l.block == block && l.node == node) else {
-            return Ok(false);
+            return Ok(BlockRelease::NotHeld);
         };
-        let key = format!("{}{}", self.blocks_prefix, net_to_file_name(block));
-        // Delete only the lease as its owner read it.
-        let txn = Txn::new().when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)]).and_then([TxnOp::delete(key, None)]);
-        Ok(self
-            .call(|mut c| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
-            })?
-            .succeeded())
+        let key = self.lease_key(block);
+        // Delete only the lease as its owner read it, and (unless forced) only while no address of
+        // the block is claimed: a range compare over the claims, so a borrower's claim and this
+        // release cannot both succeed.
+        let mut when = vec![Compare::mod_revision(key.clone(), CompareOp::Equal, revision)];
+        if !even_if_claimed {
+            when.push(Compare::create_revision(self.block_claims_prefix(block), CompareOp::Equal, 0).with_prefix());
+        }
+        let txn = Txn::new()
+            .when(when)
+            .and_then([TxnOp::delete(self.lending_key(block), None), TxnOp::delete(key.clone(), None)])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = self.txn(txn)?;
+        if resp.succeeded() {
+            return Ok(BlockRelease::Released);
+        }
+        let still_mine = resp.op_responses().into_iter().any(|r| matches!(r, TxnOpResponse::Get(g) if g.kvs().first().is_some_and(|kv| kv.mod_revision() == revision)));
+        Ok(if still_mine { BlockRelease::Claimed } else { BlockRelease::NotHeld })
     }
 
     fn leases(&self) -> Result<Vec<BlockLease>, IpamError> {
         Ok(self.read_all()?.into_iter().map(|(l, _)| l).collect())
+    }
+
+    fn claim(&self, claim: &Claim, how: ClaimAs) -> Result<ClaimOutcome, IpamError> {
+        let key = format!("{}{}", self.block_claims_prefix(claim.block), claim.ip);
+        let gate = match how {
+            ClaimAs::Owner { .. } => self.lease_key(claim.block),
+            ClaimAs::Borrower => self.lending_key(claim.block),
+        };
+        let value = serde_json::to_vec(claim).expect("claims serialize");
+        let mut puts = vec![TxnOp::put(key.clone(), value.clone(), None)];
+        if how == (ClaimAs::Owner { announce: true }) {
+            puts.push(TxnOp::put(self.lending_key(claim.block), claim.node.clone(), None));
+        }
+        // Else-branch reads tell a lost race (and every claim of the block, to skip them all in
+        // one go), a retried request that had already succeeded, and a block no longer leased.
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0), Compare::create_revision(gate.clone(), CompareOp::Greater, 0)])
+            .and_then(puts)
+            .or_else([
+                TxnOp::get(gate, None),
+                TxnOp::get(key, None),
+                TxnOp::get(self.block_claims_prefix(claim.block), Some(GetOptions::new().with_prefix())),
+            ]);
+        let resp = self.txn(txn)?;
+        if resp.succeeded() {
+            return Ok(ClaimOutcome::Claimed);
+        }
+        let gets: Vec<Vec<KeyValue>> = resp
+            .op_responses()
+            .into_iter()
+            .filter_map(|r| match r {
+                TxnOpResponse::Get(g) => Some(g.kvs().to_vec()),
+                _ => None,
+            })
+            .collect();
+        let [lease, held, block_claims] = gets.as_slice() else {
+            return Err(self.unavailable("etcd answered the claim transaction with an unexpected shape"));
+        };
+        if lease.is_empty() {
+            return Ok(ClaimOutcome::BlockGone);
+        }
+        if held.first().is_some_and(|kv| kv.value() == value.as_slice()) {
+            if how == (ClaimAs::Owner { announce: true }) {
+                // The retried claim was applied with its lending mark; put the mark again anyway.
+                let txn = Txn::new()
+                    .when([Compare::create_revision(self.lease_key(claim.block), CompareOp::Greater, 0)])
+                    .and_then([TxnOp::put(self.lending_key(claim.block), claim.node.clone(), None)]);
+                self.txn(txn)?;
+            }
+            return Ok(ClaimOutcome::Claimed);
+        }
+        Ok(ClaimOutcome::Taken(block_claims.iter().map(|kv| self.decode_claim(kv)).collect::<Result<_, _>>()?))
+    }
+
+    fn unclaim(&self, claim: &Claim) -> Result<bool, IpamError> {
+        let key = format!("{}{}", self.block_claims_prefix(claim.block), claim.ip);
+        let value = serde_json::to_vec(claim).expect("claims serialize");
+        let txn = Txn::new().when([Compare::value(key.clone(), CompareOp::Equal, value)]).and_then([TxnOp::delete(key, None)]);
+        Ok(self.txn(txn)?.succeeded())
+    }
+
+    fn lending_blocks(&self) -> Result<Vec<IpNet>, IpamError> {
+        let prefix = self.lending_prefix.clone();
+        let resp = self.call(|mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix().with_keys_only())).await }
+        })?;
+        Ok(resp.kvs().iter().filter_map(|kv| net_from_file_name(kv.key_str().ok()?.trim_start_matches(&self.lending_prefix))).collect())
+    }
+
+    fn claims(&self) -> Result<Vec<Claim>, IpamError> {
+        let prefix = self.claims_prefix.clone();
+        let resp = self.call(|mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })?;
+        resp.kvs().iter().map(|kv| self.decode_claim(kv)).collect()
     }
 
     fn requests(&self) -> usize {

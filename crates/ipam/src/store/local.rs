@@ -1,12 +1,14 @@
-//! The embedded cluster store: one file per block lease under `<path>/<network>/blocks/`, written
-//! atomically under a lock. Several simulated nodes on one machine can share its directory.
+//! The embedded cluster store: one file per block lease under `<path>/<network>/blocks/` and one per
+//! address claim under `<path>/<network>/claims/<block>/<ip>` (lending blocks are marked in
+//! `<path>/<network>/lending/`), written atomically under a lock.
+//! Several simulated nodes on one machine can share its directory.
 
 use super::ClusterStore;
 use crate::addr::{block_count, net_from_file_name, net_to_file_name, nth_block};
 use crate::config::Pool;
 use crate::error::IpamError;
 use crate::fsio::{atomic_write, ensure_dir, list_locked, read_record, remove, sync_dir, StoreLock, LOCK_WAIT};
-use crate::model::{now_rfc3339, BlockLease};
+use crate::model::{now_rfc3339, BlockLease, BlockRelease, Claim, ClaimAs, ClaimOutcome};
 use ipnet::IpNet;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -22,6 +24,16 @@ impl LocalStore {
     }
     fn blocks_dir(&self) -> PathBuf {
         self.dir.join("blocks")
+    }
+    fn claims_dir(&self, block: IpNet) -> PathBuf {
+        self.dir.join("claims").join(net_to_file_name(block))
+    }
+    fn lending_dir(&self) -> PathBuf {
+        self.dir.join("lending")
+    }
+    fn block_claims(&self, block: IpNet) -> Result<Vec<Claim>, IpamError> {
+        let dir = self.claims_dir(block);
+        list_locked(&dir)?.iter().map(|n| read_claim(&dir.join(n), block)).collect()
     }
     fn lock(&self) -> Result<StoreLock, IpamError> {
         ensure_dir(&self.blocks_dir())?;
@@ -51,7 +63,9 @@ impl ClusterStore for LocalStore {
     fn lease_block(&self, pool: &Pool, node: &str) -> Result<Option<BlockLease>, IpamError> {
         let _l = self.lock()?;
         // Names alone say which blocks are taken, so a lease costs no reads of other nodes' records.
-        let taken: HashSet<IpNet> = list_locked(&self.blocks_dir())?.iter().filter_map(|n| net_from_file_name(n)).collect();
+        let mut taken: HashSet<IpNet> = list_locked(&self.blocks_dir())?.iter().filter_map(|n| net_from_file_name(n)).collect();
+        // Addresses lent out by a node since released keep their block until they are released.
+        taken.extend(list_locked(&self.dir.join("claims"))?.iter().filter_map(|n| net_from_file_name(n)).filter(|b| self.claims_dir(*b).read_dir().is_ok_and(|mut d| d.next().is_some())));
         let count = block_count(pool.cidr(), pool.block_len);
         let mut n: u128 = 0;
         while n < count {
@@ -66,25 +80,99 @@ impl ClusterStore for LocalStore {
         Ok(None)
     }
 
-    fn release_block(&self, block: IpNet, node: &str) -> Result<bool, IpamError> {
+    fn release_block(&self, block: IpNet, node: &str, even_if_claimed: bool) -> Result<BlockRelease, IpamError> {
         let _l = self.lock()?;
         let name = net_to_file_name(block);
         let path = self.blocks_dir().join(&name);
         let lease: BlockLease = match read_record(&path) {
             Ok(l) => l,
-            Err(IpamError::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(IpamError::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => return Ok(BlockRelease::NotHeld),
             Err(e) => return Err(e),
         };
         if lease.node != node {
-            return Ok(false);
+            return Ok(BlockRelease::NotHeld);
+        }
+        if !even_if_claimed && !list_locked(&self.claims_dir(block))?.is_empty() {
+            return Ok(BlockRelease::Claimed);
+        }
+        // The lending mark goes first: a crash in between leaves a lease nobody borrows from.
+        if remove(&self.lending_dir(), &name)? {
+            sync_dir(&self.lending_dir())?;
         }
         let removed = remove(&self.blocks_dir(), &name)?;
         sync_dir(&self.blocks_dir())?;
-        Ok(removed)
+        Ok(if removed { BlockRelease::Released } else { BlockRelease::NotHeld })
     }
 
     fn leases(&self) -> Result<Vec<BlockLease>, IpamError> {
         let _l = self.lock()?;
         self.read_all()
     }
+
+    fn claim(&self, claim: &Claim, how: ClaimAs) -> Result<ClaimOutcome, IpamError> {
+        let _l = self.lock()?;
+        let name = net_to_file_name(claim.block);
+        let gate = match how {
+            ClaimAs::Owner { .. } => self.blocks_dir().join(&name),
+            ClaimAs::Borrower => self.lending_dir().join(&name),
+        };
+        if !gate.exists() {
+            return Ok(ClaimOutcome::BlockGone);
+        }
+        let dir = self.claims_dir(claim.block);
+        let path = dir.join(claim.ip.to_string());
+        if path.exists() {
+            if read_claim(&path, claim.block)? != *claim {
+                return Ok(ClaimOutcome::Taken(self.block_claims(claim.block)?));
+            }
+        } else {
+            ensure_dir(&dir)?;
+            atomic_write(&dir, &claim.ip.to_string(), &crate::fsio::encode_record(claim))?;
+        }
+        if how == (ClaimAs::Owner { announce: true }) {
+            ensure_dir(&self.lending_dir())?;
+            atomic_write(&self.lending_dir(), &name, claim.node.as_bytes())?;
+        }
+        Ok(ClaimOutcome::Claimed)
+    }
+
+    fn unclaim(&self, claim: &Claim) -> Result<bool, IpamError> {
+        let _l = self.lock()?;
+        let dir = self.claims_dir(claim.block);
+        let path = dir.join(claim.ip.to_string());
+        match read_claim(&path, claim.block) {
+            Ok(held) if held == *claim => {}
+            Ok(_) => return Ok(false),
+            Err(IpamError::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        remove(&dir, &claim.ip.to_string())?;
+        sync_dir(&dir)?;
+        Ok(true)
+    }
+
+    fn lending_blocks(&self) -> Result<Vec<IpNet>, IpamError> {
+        let _l = self.lock()?;
+        Ok(list_locked(&self.lending_dir())?.iter().filter_map(|n| net_from_file_name(n)).collect())
+    }
+
+    fn claims(&self) -> Result<Vec<Claim>, IpamError> {
+        let _l = self.lock()?;
+        let mut out = Vec::new();
+        for name in list_locked(&self.dir.join("claims"))? {
+            let Some(block) = net_from_file_name(&name) else { continue };
+            out.extend(self.block_claims(block)?);
+        }
+        Ok(out)
+    }
+}
+
+/// A claim file, checked against where it lies.
+fn read_claim(path: &std::path::Path, block: IpNet) -> Result<Claim, IpamError> {
+    let claim: Claim = read_record(path)?;
+    let named = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<std::net::IpAddr>().ok());
+    if claim.block != block || named != Some(claim.ip) || !block.contains(&claim.ip) {
+        return Err(IpamError::Corrupt { path: path.to_path_buf(), why: format!("holds a claim for {} in {} under another name", claim.ip, claim.block) });
+    }
+    Ok(claim)
 }
