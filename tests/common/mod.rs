@@ -94,8 +94,19 @@ impl Drop for Netns {
 #[derive(Debug)]
 pub struct Outcome {
     pub ok: bool,
+    /// Ended by a signal (a crash test's kill), whatever it printed.
+    pub killed: bool,
     pub json: Value,
     pub raw: String,
+}
+
+/// Wait for a plugin call started by [`Node::spawn_raw`].
+pub fn finish(child: std::process::Child) -> Outcome {
+    let out = child.wait_with_output().expect("plugin output");
+    let raw = String::from_utf8_lossy(&out.stdout).to_string();
+    let json = serde_json::from_str(raw.trim()).unwrap_or(Value::Null);
+    let killed = std::os::unix::process::ExitStatusExt::signal(&out.status).is_some();
+    Outcome { ok: out.status.success(), killed, json, raw: format!("{raw}{}", String::from_utf8_lossy(&out.stderr)) }
 }
 
 impl Outcome {
@@ -162,6 +173,11 @@ impl Node {
     }
 
     pub fn call_raw(&self, bin: &str, command: &str, env: &[(&str, &str)], netns: Option<&Path>, stdin: &[u8]) -> Outcome {
+        finish(self.spawn_raw(bin, command, env, netns, stdin))
+    }
+
+    /// Start one plugin call in the node namespace, stdin written and closed; [`finish`] waits for it.
+    pub fn spawn_raw(&self, bin: &str, command: &str, env: &[(&str, &str)], netns: Option<&Path>, stdin: &[u8]) -> std::process::Child {
         let node_ns = File::open(self.ns.path()).expect("node netns");
         let fd = node_ns.as_raw_fd();
         let mut cmd = Command::new(bin);
@@ -181,11 +197,7 @@ impl Node {
         enter_on_exec(&mut cmd, fd);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {bin}: {e}"));
         child.stdin.take().unwrap().write_all(stdin).ok();
-        let out = child.wait_with_output().expect("plugin output");
-        drop(node_ns);
-        let raw = String::from_utf8_lossy(&out.stdout).to_string();
-        let json = serde_json::from_str(raw.trim()).unwrap_or(Value::Null);
-        Outcome { ok: out.status.success(), json, raw: format!("{raw}{}", String::from_utf8_lossy(&out.stderr)) }
+        child
     }
 
     pub fn add(&self, cid: &str, pod: &Netns, conf: &Value) -> Outcome {
@@ -228,7 +240,7 @@ impl Node {
         let plugins = list["plugins"].as_array().expect("plugins").clone();
         let order: Vec<&Value> = if command == "DEL" { plugins.iter().rev().collect() } else { plugins.iter().collect() };
         let mut prev: Option<Value> = cached.cloned();
-        let mut last = Outcome { ok: true, json: Value::Null, raw: String::new() };
+        let mut last = Outcome { ok: true, killed: false, json: Value::Null, raw: String::new() };
         for p in order {
             let mut conf = p.clone();
             conf["name"] = list["name"].clone();
@@ -262,7 +274,7 @@ impl Node {
         if command == "ADD" {
             last
         } else {
-            Outcome { ok: true, json: Value::Null, raw: String::new() }
+            Outcome { ok: true, killed: false, json: Value::Null, raw: String::new() }
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod args;
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod fault;
 pub mod result;
 pub mod skel;
 pub mod version;

@@ -307,10 +307,12 @@ pub fn configure(nl: &mut Netlink, spec: &EndpointSpec, links: Links) -> Result<
             }
         }
     }
+    podnet_cni::fault::crash_point("add-after-address");
     let pod_routes = planned_routes(&spec.mode, &spec.addresses);
     for (dst, gw) in &pod_routes {
         pod_nl.add_route(*dst, Some(*gw), pod.index)?;
     }
+    podnet_cni::fault::crash_point("add-after-routes");
     Ok(Endpoint {
         host_veth: spec.host_veth.clone(),
         host_mac: host.mac.map(|m| format_mac(&m)).unwrap_or_default(),

@@ -96,12 +96,14 @@ impl Batch {
                 return Err(IpamError::io(format!("syncing {}", dir.join(name).display()), e));
             }
         }
+        podnet_cni::fault::crash_point("store-after-write");
         for (i, (dir, name, _, _)) in self.files.iter().enumerate() {
             if let Err(e) = fs::rename(temp(dir, name), dir.join(name)) {
                 cleanup(self.files.len(), i);
                 return Err(IpamError::io(format!("renaming into {}", dir.join(name).display()), e));
             }
         }
+        podnet_cni::fault::crash_point("store-after-rename");
         let mut dirs: Vec<PathBuf> = self.files.into_iter().map(|(d, _, _, _)| d).collect();
         dirs.dedup();
         Ok(Published { dirs })

@@ -161,6 +161,7 @@ impl NodeStore {
         for e in entries {
             remove(&self.addrs_dir(), &e.file)?;
         }
+        podnet_cni::fault::crash_point("store-after-unlink");
         sync_dir(&self.addrs_dir())
     }
 

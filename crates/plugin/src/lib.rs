@@ -154,6 +154,7 @@ fn allocate_and_record(
     // The endpoint record rides in the allocation's own file: one durable write (each fsync
     // costs a device flush here, so the count of fsyncs is the ADD's cost).
     pending.attach(serde_json::to_value(&record).expect("records serialize"));
+    podnet_cni::fault::crash_point("add-after-reserve");
     let published = pending.publish().map_err(|e| (e.into(), None))?;
     // The addresses are now recorded where every process sees them, so the pod may carry them
     // (configuring it earlier would let a kill -9 free an address a pod already has). Only the
@@ -161,6 +162,7 @@ fn allocate_and_record(
     let _ = picked.send(list.clone());
     let existing = published.existing;
     let finished = published.finish();
+    podnet_cni::fault::crash_point("add-after-record");
     tracing::debug!(cluster_requests = ipam.cluster().requests(), "ADD: cluster store round trips (0 inside the node's blocks)");
     let undo: Option<Box<dyn FnOnce()>> = if existing {
         None
@@ -241,6 +243,7 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
             let kernel = s.spawn(move || {
                 let mut nl = Netlink::open().map_err(|e| DataplaneError::Invalid(format!("opening a netlink socket: {e}")))?;
                 let links = endpoint::create_links(&mut nl, netns, spec)?;
+                podnet_cni::fault::crash_point("add-after-veth");
                 let links_us = started.elapsed().as_micros() as u64;
                 let Ok(addresses) = picked_rx.recv() else {
                     // IPAM failed; its error is the one reported.
@@ -303,6 +306,7 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
         // The netns may be gone (the kernel then removed the veth already); DEL never needs it.
         let mut nl = netlink()?;
         endpoint::teardown(&mut nl, &host_veth_name(&h.container_id, &h.ifname)).map_err(dataplane_error)?;
+        podnet_cni::fault::crash_point("del-after-teardown");
         if cfg.ipam_in_process {
             let released = open_ipam(&cfg, conf)?.release(&h)?;
             tracing::info!(container = %h.container_id, ifname = %h.ifname, released = ?released, "DEL");
@@ -310,6 +314,7 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
             let plugin = delegate::find_plugin(cfg.ipam["type"].as_str().unwrap_or_default(), &env.path)?;
             delegate::exec(&plugin, "DEL", &serde_json::to_vec(&conf.raw).expect("config serializes"))?;
         }
+        podnet_cni::fault::crash_point("del-after-release");
         EndpointStore::new(&cfg.data_dir, &conf.name).remove(&h)?;
         Ok(())
     }
