@@ -155,7 +155,7 @@ impl Ipam {
     pub fn new(cfg: IpamConfig, network: &str, reservation: Reservation) -> Ipam {
         let node = NodeStore::new(&cfg.data_dir, network);
         let cluster: Box<dyn ClusterStore> = match &cfg.etcd {
-            Some(etcd) => Box::new(store::etcd::EtcdStore::new(etcd.clone(), network)),
+            Some(etcd) => Box::new(store::etcd::EtcdStore::new(etcd.clone(), network, node.outage_note())),
             None => Box::new(LocalStore::new(cfg.local_cluster_dir(), network)),
         };
         Ipam { cfg, network: network.to_string(), reservation, node, cluster }
@@ -233,6 +233,7 @@ impl Ipam {
                 return Err(self.exhausted(&family));
             };
             used.insert(ip);
+            let claim_id = claim.as_ref().map(|c| c.id.clone());
             pending.claims.extend(claim);
             pending.allocations.push(Allocation {
                 address: ipnet::IpNet::new(ip, span.pod_prefix_len).expect("prefix fits"),
@@ -244,6 +245,7 @@ impl Ipam {
                 node: self.cfg.node.clone(),
                 allocated_at: model::now_rfc3339(),
                 attachment: None,
+                claim_id,
             });
         }
         Ok(pending)
@@ -266,9 +268,20 @@ impl Ipam {
                 // The node's blocks are full. First adopt blocks the cluster store says are ours but the
                 // node store lost (a crash between lease and record), then lease a new one.
                 let known = self.node.blocks()?;
+                let mut lending = None;
                 for lease in self.cluster.leased_blocks(pool, &self.cfg.node)? {
                     if !known.contains(&lease.block) {
+                        // A block that lends, or holds claims, keeps claiming whatever this node's
+                        // config or lost marks say: others may borrow from it.
+                        let lending = match &lending {
+                            Some(l) => l,
+                            None => lending.insert(self.cluster.lending_blocks()?),
+                        };
+                        let claimed = lending.contains(&lease.block) || self.cluster.claims()?.iter().any(|c| c.block == lease.block);
                         self.node.add_block(&lease)?;
+                        if claimed && self.node.lending(lease.block)?.is_none() {
+                            self.start_lending(lease.block, entries)?;
+                        }
                         if let Some(hit) = self.take_from_own(pool, &[lease.block], used, handle, entries)? {
                             return Ok(Some(hit));
                         }
@@ -276,6 +289,8 @@ impl Ipam {
                 }
                 match self.cluster.lease_block(pool, &self.cfg.node)? {
                     Some(lease) => {
+                        // A new lease: a lending mark left from an earlier lease of it is stale.
+                        self.node.clear_lending(lease.block)?;
                         self.node.add_block(&lease)?;
                         self.take_from_own(pool, &[lease.block], used, handle, entries)
                     }
@@ -308,7 +323,7 @@ impl Ipam {
     fn take_from_own(&self, pool: &Pool, blocks: &[IpNet], used: &mut HashSet<IpAddr>, handle: &Handle, entries: &[AddrEntry]) -> Result<Option<Picked>, IpamError> {
         let cursor = self.node.cursor(pool.name());
         for &block in blocks {
-            let lending = match self.node.lending(block) {
+            let lending = match self.node.lending(block)? {
                 Some(state) => state,
                 None if pool.cfg.allow_borrowing => self.start_lending(block, entries)?,
                 None => {
@@ -333,15 +348,28 @@ impl Ipam {
     /// handed out before its pool allowed borrowing), then mark the block: from here on this node
     /// claims every address of it. Other nodes borrow only once the first new claim announces it.
     fn start_lending(&self, block: IpNet, entries: &[AddrEntry]) -> Result<Lending, IpamError> {
+        self.node.mark_claimant()?;
         for e in entries.iter().filter(|e| block.contains(&e.ip)) {
-            let claim = Claim { ip: e.ip, block, node: self.cfg.node.clone(), handle: e.handle.clone() };
-            if let ClaimOutcome::Taken(_) = self.cluster.claim(&claim, ClaimAs::Owner { announce: false })? {
-                return Err(IpamError::Config(format!(
-                    "{} is held on node {} by {} but claimed by another node in the cluster store; run podnetctl ipam check",
-                    e.ip,
-                    self.cfg.node,
-                    e.handle.key()
-                )));
+            let mut record = self.node.read(e)?;
+            let claim = Claim::new(e.ip, block, &self.cfg.node, &e.handle);
+            let id = match self.cluster.claim(&claim, ClaimAs::Owner { announce: false })? {
+                ClaimOutcome::Claimed => claim.id,
+                // This very allocation's claim, from an earlier try.
+                ClaimOutcome::Taken(held) if held.iter().any(|c| c.ip == e.ip && c.node == self.cfg.node && c.handle == e.handle) => {
+                    held.into_iter().find(|c| c.ip == e.ip).map(|c| c.id).unwrap_or_default()
+                }
+                _ => {
+                    return Err(IpamError::Config(format!(
+                        "{} is held on node {} by {} but claimed by someone else in the cluster store; run podnetctl ipam check",
+                        e.ip,
+                        self.cfg.node,
+                        e.handle.key()
+                    )))
+                }
+            };
+            if record.claim_id.as_deref() != Some(id.as_str()) {
+                record.claim_id = Some(id);
+                self.node.rewrite(e, &record)?;
             }
         }
         self.node.set_lending(block, Lending::Claiming)?;
@@ -352,8 +380,9 @@ impl Ipam {
     /// claimed; `None` when the block is full or no longer usable.
     fn take(&self, block: IpNet, how: ClaimAs, used: &mut HashSet<IpAddr>, handle: &Handle, cursor: Option<IpAddr>) -> Result<Option<Picked>, IpamError> {
         let span = Span::for_block(block, self.reservation);
+        self.node.mark_claimant()?;
         while let Some(ip) = span.pick(used, cursor) {
-            let claim = Claim { ip, block, node: self.cfg.node.clone(), handle: handle.clone() };
+            let claim = Claim::new(ip, block, &self.cfg.node, handle);
             match self.cluster.claim(&claim, how)? {
                 ClaimOutcome::Claimed => return Ok(Some(Picked { span, ip, claim: Some(claim) })),
                 ClaimOutcome::Taken(claims) => {
@@ -386,6 +415,8 @@ impl Ipam {
         let lock = self.node.lock()?;
         let entries = self.node.entries()?;
         let (mine, rest): (Vec<AddrEntry>, Vec<AddrEntry>) = entries.into_iter().partition(|e| &e.handle == handle);
+        // Claim ids live in the records: read them (borrowing nodes only) before they go.
+        let records: Vec<Allocation> = if self.may_claim() { mine.iter().filter_map(|e| self.node.read(e).ok()).collect() } else { Vec::new() };
         self.node.remove(&mine)?;
         let mut claims = Vec::new();
         if !mine.is_empty() {
@@ -396,7 +427,11 @@ impl Ipam {
                     self.node.mark_empty(block, now);
                 }
             }
-            claims = mine.iter().filter_map(|e| self.claim_of(e, &blocks)).collect();
+            if self.may_claim() {
+                // The records were read before removal; see below. An unreadable one keeps its
+                // claim for GC.
+                claims = records.into_iter().filter_map(|a| self.claim_of(&a)).collect();
+            }
         }
         drop(lock);
         // The address is free on this node already; its claim goes after, outside the lock. If
@@ -410,18 +445,25 @@ impl Ipam {
         Ok(mine.into_iter().map(|e| e.ip).collect())
     }
 
-    /// The cluster claim an address entry holds, if any: one in a lending block of this node, or
-    /// one borrowed from another node's block.
-    pub(crate) fn claim_of(&self, e: &AddrEntry, own_blocks: &[IpNet]) -> Option<Claim> {
-        let pool = self.cfg.pools.iter().find(|p| p.cfg.source == Source::Overlay && p.cidr().contains(&e.ip))?;
-        let block = IpNet::new(e.ip, pool.block_len).ok()?.trunc();
-        let claimed = !own_blocks.contains(&block) || self.node.lending(block).is_some();
-        claimed.then(|| Claim { ip: e.ip, block, node: self.cfg.node.clone(), handle: e.handle.clone() })
+    /// The cluster claim an allocation holds, from its record.
+    pub(crate) fn claim_of(&self, a: &Allocation) -> Option<Claim> {
+        let id = a.claim_id.clone()?;
+        Some(Claim { ip: a.address.addr(), block: a.block, node: self.cfg.node.clone(), handle: a.handle.clone(), id })
     }
 
     /// Whether this node may hold claims in the cluster store (GC then looks for stale ones).
     pub(crate) fn may_claim(&self) -> bool {
-        self.cfg.pools.iter().any(|p| p.cfg.allow_borrowing) || !self.node.lending_blocks().is_empty()
+        self.cfg.pools.iter().any(|p| p.cfg.allow_borrowing) || self.node.is_claimant()
+    }
+
+    /// GC's cluster half: give back this node's claims that no address record holds.
+    pub fn release_stale_claims_now(&self) -> Result<Vec<IpAddr>, IpamError> {
+        if !self.may_claim() || !self.node.exists() {
+            return Ok(Vec::new());
+        }
+        let _lock = self.node.lock()?;
+        let entries = self.node.entries()?;
+        self.release_stale_claims(&entries)
     }
 
     /// Give back claims of this node that no address record holds (an ADD killed between claim
@@ -805,7 +847,7 @@ mod tests {
         assert!(a.cluster().claims().unwrap().is_empty());
         // A claim no record holds (a DEL that could not reach the store) is leaked, and GC frees it.
         add(&a, "y").unwrap();
-        let stale = Claim { ip: "10.2.0.3".parse().unwrap(), block: "10.2.0.0/30".parse().unwrap(), node: "a".into(), handle: Handle::new("gone", "eth0") };
+        let stale = Claim::new("10.2.0.3".parse().unwrap(), "10.2.0.0/30".parse().unwrap(), "a", &Handle::new("gone", "eth0"));
         assert_eq!(a.cluster().claim(&stale, ClaimAs::Owner { announce: false }).unwrap(), ClaimOutcome::Claimed);
         let problems = report::check(&a, &|_| true).unwrap();
         assert!(problems.len() == 1 && problems[0].kind == report::ProblemKind::Leaked, "{problems:?}");
@@ -816,6 +858,44 @@ mod tests {
         let bridge = Ipam::new(cfg, "net", Reservation::GatewayPerBlock);
         let e = bridge.allocate(&Handle::new("z", "eth0"), &pod("x")).unwrap_err();
         assert!(matches!(e, IpamError::Config(_)) && e.to_string().contains("allowBorrowing needs the routed dataplane"), "{e}");
+    }
+
+    #[test]
+    fn a_stale_unclaim_never_removes_a_later_claim_of_the_same_handle() {
+        let d = tempfile::tempdir().unwrap();
+        let a = node_ipam(d.path(), "a", true);
+        for i in 0..3 {
+            add(&a, &format!("h{i}")).unwrap();
+        }
+        assert_eq!(add(&a, "x").unwrap(), "10.2.0.3");
+        let old = a.cluster().claims().unwrap().into_iter().find(|c| c.handle.container_id == "x").unwrap();
+        // DEL, then the runtime's ADD of the same handle gets the same address: a new claim.
+        a.release(&Handle::new("x", "eth0")).unwrap();
+        assert_eq!(add(&a, "x").unwrap(), "10.2.0.3");
+        // The first DEL's unclaim, arriving late, matches nothing.
+        assert!(!a.cluster().unclaim(&old).unwrap());
+        assert!(a.cluster().claims().unwrap().iter().any(|c| c.handle.container_id == "x"));
+    }
+
+    #[test]
+    fn a_node_that_lost_its_store_keeps_claiming_in_a_block_that_lends() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (node_ipam(d.path(), "a", true), node_ipam(d.path(), "b", true));
+        add(&a, "a0").unwrap();
+        for i in 0..4 {
+            add(&b, &format!("b{i}")).unwrap();
+        }
+        assert_eq!(add(&b, "b4").unwrap(), "10.2.0.1", "borrowed from a");
+        // a's node store is lost and its config no longer allows borrowing: it adopts its lease
+        // and still sees (and skips) what b borrowed.
+        std::fs::remove_dir_all(d.path().join("a")).unwrap();
+        let a = node_ipam(d.path(), "a", false);
+        let got: Vec<String> = (0..2).map(|i| add(&a, &format!("n{i}")).unwrap()).collect();
+        assert_eq!(got, ["10.2.0.2", "10.2.0.3"]);
+        // The lost a0's claim still holds 10.2.0.0 until GC gives back claims no record holds.
+        assert!(matches!(add(&a, "n2"), Err(IpamError::Exhausted(_))));
+        assert_eq!(a.release_stale_claims_now().unwrap(), ["10.2.0.0".parse::<IpAddr>().unwrap()]);
+        assert_eq!(add(&a, "n2").unwrap(), "10.2.0.0");
     }
 
     fn list_dir_names(dir: &std::path::Path) -> Vec<String> {

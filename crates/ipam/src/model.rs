@@ -61,6 +61,10 @@ pub struct Allocation {
     /// write serves both; opaque to IPAM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<serde_json::Value>,
+    /// The id of the address's claim in the cluster store (pools that allow borrowing), so DEL
+    /// gives back exactly this allocation's claim and never a later one's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_id: Option<String>,
 }
 
 /// A block leased to a node, as the cluster store and (as a cache) the node store record it.
@@ -79,8 +83,8 @@ pub fn now_rfc3339() -> String {
 
 /// An address claimed in the cluster store. Only pools with `allowBorrowing` keep claims: there an
 /// owner and a borrower may both pick from one block, so every allocation also claims its address
-/// where both see it, and the store's create-if-absent decides. The value has no timestamp, so a
-/// claim is deleted by comparing it exactly.
+/// where both see it, and the store's create-if-absent decides. A claim is deleted by comparing
+/// it exactly; its random `id` tells one allocation's claim from a later one's of the same handle.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Claim {
@@ -88,6 +92,13 @@ pub struct Claim {
     pub block: IpNet,
     pub node: String,
     pub handle: Handle,
+    pub id: String,
+}
+
+impl Claim {
+    pub fn new(ip: IpAddr, block: IpNet, node: &str, handle: &Handle) -> Claim {
+        Claim { ip, block, node: node.to_string(), handle: handle.clone(), id: format!("{:016x}", fastrand::u64(..)) }
+    }
 }
 
 /// Who claims: the block's owner, or a node borrowing from another node's block.

@@ -69,11 +69,38 @@ impl NodeStore {
     }
 
     /// Whether every address of `block` is claimed in the cluster store (see [`Lending`]).
-    pub fn lending(&self, block: IpNet) -> Option<Lending> {
-        match std::fs::read_to_string(self.lending_dir().join(net_to_file_name(block))).ok()?.trim() {
-            "lending" => Some(Lending::Announced),
-            _ => Some(Lending::Claiming),
+    pub fn lending(&self, block: IpNet) -> Result<Option<Lending>, IpamError> {
+        let path = self.lending_dir().join(net_to_file_name(block));
+        match std::fs::read_to_string(&path) {
+            Ok(t) if t.trim() == "lending" => Ok(Some(Lending::Announced)),
+            Ok(_) => Ok(Some(Lending::Claiming)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            // Unreadable is not "no": the node would stop claiming in a block others borrow from.
+            Err(e) => Err(IpamError::io(format!("reading {}", path.display()), e)),
         }
+    }
+
+    /// Note, durably and once, that this node makes claims in the cluster store: GC, DEL and
+    /// `ipam check` then look for them even after borrowing is switched off.
+    pub fn mark_claimant(&self) -> Result<(), IpamError> {
+        if !self.is_claimant() {
+            atomic_write(&self.dir, "claimant", b"this node claims addresses in the cluster store\n")?;
+        }
+        Ok(())
+    }
+    /// Where the etcd store notes an outage for the node's other processes (none before the
+    /// network's first use on this node).
+    pub fn outage_note(&self) -> Option<PathBuf> {
+        self.dir.exists().then(|| self.dir.join("cluster-unavailable"))
+    }
+
+    pub fn is_claimant(&self) -> bool {
+        self.dir.join("claimant").exists()
+    }
+
+    /// Rewrite an address record in place (atomically), e.g. to add its claim id.
+    pub fn rewrite(&self, entry: &AddrEntry, a: &Allocation) -> Result<(), IpamError> {
+        atomic_write(&self.addrs_dir(), &entry.file, &encode_record(a))
     }
     /// Durable: from here on the node claims every address of the block, whatever the config says.
     pub fn set_lending(&self, block: IpNet, state: Lending) -> Result<(), IpamError> {

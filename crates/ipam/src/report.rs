@@ -206,12 +206,12 @@ pub fn check(ipam: &Ipam, live: &dyn Fn(&Handle) -> bool) -> Result<Vec<Problem>
             Source::Range => pool.range_span(ipam.reservation()).usable(e.ip),
             _ => node_blocks.iter().any(|b| b.contains(&e.ip)),
         };
-        let claim = ipam.claim_of(e, &node_blocks);
-        let claimed = claim.as_ref().is_some_and(|c| claims.contains(c));
+        let claimed = claims.iter().any(|c| c.ip == e.ip && c.handle == e.handle);
+        let lending = node_blocks.iter().find(|b| b.contains(&e.ip)).map(|b| node.lending(*b)).transpose()?.flatten().is_some();
         if !(inside || pool.cfg.allow_borrowing && claimed) {
             let why = if pool.cfg.allow_borrowing { "and holds no claim in the cluster store" } else { "which does not allow borrowing" };
             push(ProblemKind::Borrowed, format!("{} ({}) lies outside this node's blocks in pool {}, {why}", e.ip, e.handle.key(), pool.name()));
-        } else if inside && claim.is_some() && !claimed {
+        } else if inside && lending && !claimed {
             push(ProblemKind::Unclaimed, format!(
                 "{} ({}) lies in a lending block but holds no claim in the cluster store, so another node could borrow it; delete and re-create the pod",
                 e.ip,
@@ -258,12 +258,10 @@ pub fn release_address(ipam: &Ipam, ip: IpAddr, force: bool, live: &dyn Fn(&Hand
     }
     node.remove(&hits)?;
     if ipam.may_claim() {
-        // Its claims go too: the records' own, and any of this node's no record holds.
-        let blocks = node.blocks()?;
-        let mut claims: Vec<Claim> = hits.iter().filter_map(|e| ipam.claim_of(e, &blocks)).collect();
+        // Its claim goes too: any of this node's for the address that no record holds now.
         let rest = node.entries()?;
-        claims.extend(ipam.cluster().claims()?.into_iter().filter(|c| c.ip == ip && c.node == ipam.config().node && !rest.iter().any(|e| e.ip == ip && e.handle == c.handle)));
-        for c in claims {
+        let stale = ipam.cluster().claims()?.into_iter().filter(|c| c.ip == ip && c.node == ipam.config().node && !rest.iter().any(|e| e.ip == ip && e.handle == c.handle));
+        for c in stale {
             ipam.cluster().unclaim(&c)?;
         }
     }

@@ -407,6 +407,12 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
                     }
                 }
                 tracing::info!(released = torn_down.len(), "GC");
+                // Claims no record holds (a DEL while etcd was down, an ADD killed mid-way).
+                match ipam.release_stale_claims_now() {
+                    Ok(ips) if !ips.is_empty() => tracing::info!(claims = ?ips, "GC: stale claims given back"),
+                    Ok(_) => {}
+                    Err(e) => errors.push(e.to_string()),
+                }
                 // Blocks empty for the grace time go back to their pools (a cluster store call).
                 match ipam.release_empty_blocks() {
                     Ok(blocks) if !blocks.is_empty() => tracing::info!(blocks = ?blocks, "GC: empty blocks handed back"),

@@ -47,6 +47,10 @@ fn classify(e: &etcd_client::Error) -> Failure {
 
 pub struct EtcdStore {
     cfg: EtcdConfig,
+    /// A note shared by the node's processes: "etcd did not answer until <unix ms>". While it
+    /// holds, calls fail at once with code 11 instead of each waiting `timeoutMs` (some under the
+    /// node lock, which DEL also needs).
+    outage_note: Option<std::path::PathBuf>,
     blocks_prefix: String,
     claims_prefix: String,
     lending_prefix: String,
@@ -56,10 +60,10 @@ pub struct EtcdStore {
 }
 
 impl EtcdStore {
-    pub fn new(cfg: EtcdConfig, network: &str) -> EtcdStore {
+    pub fn new(cfg: EtcdConfig, network: &str, outage_note: Option<std::path::PathBuf>) -> EtcdStore {
         let base = format!("{}/{network}", cfg.prefix.trim_end_matches('/'));
         let (blocks_prefix, claims_prefix, lending_prefix) = (format!("{base}/blocks/"), format!("{base}/claims/"), format!("{base}/lending/"));
-        EtcdStore { cfg, blocks_prefix, claims_prefix, lending_prefix, conn: RefCell::new(None), deadline: Cell::new(None), requests: Cell::new(0) }
+        EtcdStore { cfg, outage_note, blocks_prefix, claims_prefix, lending_prefix, conn: RefCell::new(None), deadline: Cell::new(None), requests: Cell::new(0) }
     }
 
     /// etcd requests made so far (0 for an ADD inside the node's own blocks).
@@ -89,6 +93,36 @@ impl EtcdStore {
     /// Run one etcd call within the remaining budget, connecting first if needed. Failures (etcd
     /// down, no leader yet) are retried until the budget is spent; then the caller gets code 11.
     fn call<T, F, Fut>(&self, f: F) -> Result<T, IpamError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        if let Some(note) = &self.outage_note {
+            let until = std::fs::read_to_string(note).ok().and_then(|t| t.trim().parse::<u64>().ok());
+            if let Some(left) = until.and_then(|u| u.checked_sub(now_ms())).filter(|l| *l > 0) {
+                return Err(self.unavailable(format!("it did not answer another call on this node moments ago ({left} ms before the next try)")));
+            }
+        }
+        let result = self.call_inner(f);
+        if let Some(note) = &self.outage_note {
+            match &result {
+                // One failed call's wait is enough for every call for a while.
+                Err(IpamError::Unavailable(_)) => {
+                    let _ = std::fs::write(note, (now_ms() + self.cfg.timeout.as_millis() as u64).to_string());
+                }
+                Ok(_) => {
+                    if note.exists() {
+                        let _ = std::fs::remove_file(note);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        result
+    }
+
+    fn call_inner<T, F, Fut>(&self, f: F) -> Result<T, IpamError>
     where
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,

@@ -65,7 +65,11 @@ impl ClusterStore for LocalStore {
         // Names alone say which blocks are taken, so a lease costs no reads of other nodes' records.
         let mut taken: HashSet<IpNet> = list_locked(&self.blocks_dir())?.iter().filter_map(|n| net_from_file_name(n)).collect();
         // Addresses lent out by a node since released keep their block until they are released.
-        taken.extend(list_locked(&self.dir.join("claims"))?.iter().filter_map(|n| net_from_file_name(n)).filter(|b| self.claims_dir(*b).read_dir().is_ok_and(|mut d| d.next().is_some())));
+        for block in list_locked(&self.dir.join("claims"))?.iter().filter_map(|n| net_from_file_name(n)) {
+            if !list_locked(&self.claims_dir(block))?.is_empty() {
+                taken.insert(block);
+            }
+        }
         let count = block_count(pool.cidr(), pool.block_len);
         let mut n: u128 = 0;
         while n < count {
