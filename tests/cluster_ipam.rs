@@ -248,16 +248,9 @@ fn etcd_with_username_and_password_file() {
 
 /// `podnetctl --config <conflist of conf> args...` in the node; (exit code, output).
 fn ctl(node: &Node, conf: &Value, args: &[&str]) -> (i32, String) {
-    let mut plugin = conf.clone();
-    let obj = plugin.as_object_mut().unwrap();
-    obj.remove("name");
-    obj.remove("cniVersion");
     let list = tempfile::NamedTempFile::new_in(node.dir.path()).unwrap();
-    std::fs::write(list.path(), serde_json::to_vec(&json!({"cniVersion": "1.0.0", "name": conf["name"], "plugins": [plugin]})).unwrap()).unwrap();
-    let mut full = vec!["--config", list.path().to_str().unwrap()];
-    full.extend_from_slice(args);
-    let out = run_in_node(node, PODNETCTL, &full);
-    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    write_conflist(list.path(), conf);
+    podnetctl(node, list.path(), args)
 }
 
 #[test]

@@ -80,9 +80,7 @@ fn churn(node: &Node, confs: &[serde_json::Value], workers: usize, ops: usize) {
         .iter()
         .map(|c| {
             let f = tempfile::NamedTempFile::new_in(node.dir.path()).unwrap();
-            let mut plugin = c.clone();
-            plugin.as_object_mut().unwrap().remove("cniVersion");
-            std::fs::write(f.path(), serde_json::to_vec(&json!({"cniVersion": "1.0.0", "name": c["name"], "plugins": [plugin]})).unwrap()).unwrap();
+            write_conflist(f.path(), c);
             f
         })
         .collect();
@@ -92,9 +90,8 @@ fn churn(node: &Node, confs: &[serde_json::Value], workers: usize, ops: usize) {
             // Empty blocks go back while ADDs run (grace 0), so leasing and handing back race too.
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
-                let list = lists[n % lists.len()].path().to_str().unwrap().to_string();
-                let out = run_in_node(node, PODNETCTL, &["--config", &list, "ipam", "release", "--empty-blocks"]);
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                let (code, out) = podnetctl(node, lists[n % lists.len()].path(), &["ipam", "release", "--empty-blocks"]);
+                assert_eq!(code, 0, "{out}");
                 n += 1;
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }

@@ -6,19 +6,8 @@ use serde_json::{json, Value};
 
 fn conflist(node: &Node, plugin: &Value) -> std::path::PathBuf {
     let p = node.dir.path().join("net.conflist");
-    let mut plugin = plugin.clone();
-    let obj = plugin.as_object_mut().unwrap();
-    obj.remove("name");
-    obj.remove("cniVersion");
-    std::fs::write(&p, serde_json::to_vec(&json!({"cniVersion": "1.0.0", "name": "podnet", "plugins": [plugin]})).unwrap()).unwrap();
+    write_conflist(&p, plugin);
     p
-}
-
-fn ctl(node: &Node, list: &std::path::Path, args: &[&str]) -> (i32, String) {
-    let mut full = vec!["--config", list.to_str().unwrap()];
-    full.extend_from_slice(args);
-    let out = run_in_node(node, PODNETCTL, &full);
-    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 #[test]
@@ -42,16 +31,16 @@ fn show_check_and_release(node: &Node, store: Value) {
     let pods: Vec<Netns> = (0..3).map(|i| Netns::new(&format!("ic{i}"))).collect();
     let ips: Vec<String> = pods.iter().enumerate().map(|(i, p)| result_ip(&node.add(&format!("ic-{i}"), p, &conf).must())).collect();
 
-    let (code, out) = ctl(node, &list, &["-o", "json", "ipam", "show"]);
+    let (code, out) = podnetctl(node, &list, &["-o", "json", "ipam", "show"]);
     assert_eq!(code, 0, "{out}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let pool = &v["pools"][0];
     assert_eq!(pool["capacity"], 16 * 13, "16 /28 blocks of 13 pods each on a bridge");
     assert_eq!(pool["blocksByNode"], json!({"node-1": 1}));
     assert_eq!((pool["used"].as_u64(), pool["free"].as_u64(), pool["freeBlocks"].as_u64()), (Some(3), Some(10), Some(15)));
-    let (code, out) = ctl(node, &list, &["ipam", "show"]);
+    let (code, out) = podnetctl(node, &list, &["ipam", "show"]);
     assert!(code == 0 && out.contains("node-1:1"), "{out}");
-    let (code, out) = ctl(node, &list, &["ipam", "check"]);
+    let (code, out) = podnetctl(node, &list, &["ipam", "check"]);
     assert_eq!(code, 0, "a clean node: {out}");
 
     // A leak: an address held by an attachment with no endpoint (allocated by podnet-ipam alone).
@@ -65,7 +54,7 @@ fn show_check_and_release(node: &Node, store: Value) {
     rec.handle = podnet_ipam::Handle::new("dup", "eth0");
     std::fs::write(addrs.join(format!("{}_dup:eth0", ips[0])), podnet_ipam::fsio::encode_record(&rec)).unwrap();
 
-    let (code, out) = ctl(node, &list, &["-o", "json", "ipam", "check"]);
+    let (code, out) = podnetctl(node, &list, &["-o", "json", "ipam", "check"]);
     assert_eq!(code, 1, "problems give a non-zero exit: {out}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let kinds: Vec<&str> = v["problems"].as_array().unwrap().iter().map(|p| p["kind"].as_str().unwrap()).collect();
@@ -73,17 +62,17 @@ fn show_check_and_release(node: &Node, store: Value) {
     assert!(out.contains(&ghost_ip) && out.contains("dup:eth0"), "{out}");
 
     // release IP frees the leak, refuses a live endpoint's address.
-    let (code, out) = ctl(node, &list, &["ipam", "release", &ghost_ip]);
+    let (code, out) = podnetctl(node, &list, &["ipam", "release", &ghost_ip]);
     assert!(code == 0 && out.contains("ghost:eth0"), "{out}");
-    let (code, out) = ctl(node, &list, &["ipam", "release", &ips[1]]);
+    let (code, out) = podnetctl(node, &list, &["ipam", "release", &ips[1]]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("live endpoint"), "{out}");
     std::fs::remove_file(addrs.join(format!("{}_dup:eth0", ips[0]))).unwrap();
-    let (code, out) = ctl(node, &list, &["ipam", "check"]);
+    let (code, out) = podnetctl(node, &list, &["ipam", "check"]);
     assert_eq!(code, 0, "{out}");
 
     // Releasing this node's own blocks while it runs would let two nodes share them.
-    let (code, out) = ctl(node, &list, &["ipam", "release", "--node", "node-1"]);
+    let (code, out) = podnetctl(node, &list, &["ipam", "release", "--node", "node-1"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("this node"), "{out}");
     // release --node hands a dead node's blocks back to the pool.
@@ -91,10 +80,10 @@ fn show_check_and_release(node: &Node, store: Value) {
         "dataDir": node.dir.path().join("node2"), "store": conf["ipam"]["store"].clone(),
         "pools": [{"name": "pods", "cidr": "10.66.0.0/24", "blockSize": 28}]}});
     node.call(PODNET_IPAM, "ADD", "n2pod", Some(&pods[0].path()), "eth0", &other).must();
-    let (_, out) = ctl(node, &list, &["-o", "json", "ipam", "show"]);
+    let (_, out) = podnetctl(node, &list, &["-o", "json", "ipam", "show"]);
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["pools"][0]["blocksByNode"], json!({"node-1": 1, "node-2": 1}));
-    let (code, out) = ctl(node, &list, &["ipam", "release", "--node", "node-2"]);
+    let (code, out) = podnetctl(node, &list, &["ipam", "release", "--node", "node-2"]);
     assert!(code == 0 && out.contains("released block 10.66.0.16/28 of node node-2"), "{out}");
-    let (_, out) = ctl(node, &list, &["-o", "json", "ipam", "show"]);
+    let (_, out) = podnetctl(node, &list, &["-o", "json", "ipam", "show"]);
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["pools"][0]["blocksByNode"], json!({"node-1": 1}));
 }

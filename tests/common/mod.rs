@@ -100,6 +100,25 @@ pub struct Outcome {
     pub raw: String,
 }
 
+/// Write the podnet plugin object `plugin` as a one-plugin conflist at `path` (as podnetctl and
+/// runtimes read it from net.d).
+pub fn write_conflist(path: &Path, plugin: &Value) {
+    let mut entry = plugin.clone();
+    let obj = entry.as_object_mut().unwrap();
+    obj.remove("name");
+    obj.remove("cniVersion");
+    let list = json!({"cniVersion": "1.0.0", "name": plugin["name"], "plugins": [entry]});
+    std::fs::write(path, serde_json::to_vec(&list).unwrap()).unwrap();
+}
+
+/// `podnetctl --config LIST args...` in the node: (exit code, stdout and stderr).
+pub fn podnetctl(node: &Node, list: &Path, args: &[&str]) -> (i32, String) {
+    let mut full = vec!["--config", list.to_str().unwrap()];
+    full.extend_from_slice(args);
+    let out = run_in_node(node, PODNETCTL, &full);
+    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
 /// Wait for a plugin call started by [`Node::spawn_raw`].
 pub fn finish(child: std::process::Child) -> Outcome {
     let out = child.wait_with_output().expect("plugin output");

@@ -268,16 +268,21 @@ impl Ipam {
                 // The node's blocks are full. First adopt blocks the cluster store says are ours but the
                 // node store lost (a crash between lease and record), then lease a new one.
                 let known = self.node.blocks()?;
-                let mut lending = None;
+                // Read once, and only if there is a lease to adopt (a rare path).
+                let mut in_use: Option<HashSet<IpNet>> = None;
                 for lease in self.cluster.leased_blocks(pool, &self.cfg.node)? {
                     if !known.contains(&lease.block) {
                         // A block that lends, or holds claims, keeps claiming whatever this node's
                         // config or lost marks say: others may borrow from it.
-                        let lending = match &lending {
-                            Some(l) => l,
-                            None => lending.insert(self.cluster.lending_blocks()?),
+                        let in_use = match &in_use {
+                            Some(b) => b,
+                            None => {
+                                let mut blocks: HashSet<IpNet> = self.cluster.lending_blocks()?.into_iter().collect();
+                                blocks.extend(self.cluster.claims()?.into_iter().map(|c| c.block));
+                                in_use.insert(blocks)
+                            }
                         };
-                        let claimed = lending.contains(&lease.block) || self.cluster.claims()?.iter().any(|c| c.block == lease.block);
+                        let claimed = in_use.contains(&lease.block);
                         self.node.add_block(&lease)?;
                         if claimed && self.node.lending(lease.block)?.is_none() {
                             self.start_lending(lease.block, entries)?;
