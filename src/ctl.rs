@@ -30,7 +30,8 @@ enum Cmd {
     /// List the network's endpoints: container, pod, interface, host veth, MAC, IPs, routes, gateway, time.
     Inspect,
     /// IPAM: `show` pool usage, `check` for leaks, duplicates, borrowed addresses and orphaned
-    /// blocks (exit code 1 when it finds any), `release IP` or `release --node NAME`.
+    /// blocks (exit code 1 when it finds any), `rebuild` after corruption, `release IP` or
+    /// `release --node NAME`.
     Ipam {
         #[command(subcommand)]
         cmd: IpamCmd,
@@ -50,6 +51,10 @@ enum IpamCmd {
     Show,
     /// Cross-check the node store, block leases and live endpoints on this node.
     Check,
+    /// Recover from corrupt state files (code 103): rebuild the records of this node's live
+    /// endpoints from the kernel, free addresses no live endpoint carries, and keep every corrupt
+    /// file in the store's quarantine directory. Run it on the node, in its network namespace.
+    Rebuild,
     /// Free one address (refused while its endpoint is live, unless --force), or hand a dead
     /// node's blocks back with --node.
     Release {
@@ -157,6 +162,33 @@ fn ipam_cmd(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, String>
                 }
             }
             Ok(if problems.is_empty() { 0 } else { 1 })
+        }
+        IpamCmd::Rebuild => {
+            let (_, cfg) = plugin_view(&net.name, &net.cni_version, &net.plugin)?;
+            let report = podnet_plugin::rebuild(&cfg, &ipam)?;
+            if output == Output::Json {
+                print_json(serde_json::json!({"network": net.name, "node": ipam.config().node, "repairs": report.repairs, "quarantine": report.quarantine}));
+            } else if report.repairs.is_empty() {
+                println!("ipam rebuild: every record of node {} reads back; nothing to do", ipam.config().node);
+            } else {
+                use podnet_ipam::rebuild::Repair;
+                let rows: Vec<Vec<String>> = report
+                    .repairs
+                    .iter()
+                    .map(|r| match r {
+                        Repair::Restored { ip, handle } => vec!["restored".into(), ip.to_string(), format!("{} has a live endpoint carrying it", handle.key())],
+                        Repair::Freed { ip, handle } => vec!["freed".into(), ip.to_string(), format!("no live endpoint of {} carries it", handle.key())],
+                        Repair::Unplaced { ip, handle } => vec!["left".into(), ip.to_string(), format!("{} is live but the address is in no pool of the config", handle.key())],
+                        Repair::BlockRestored { block } => vec!["restored".into(), block.to_string(), "block lease, from the cluster store".into()],
+                        Repair::BlockDropped { block } => vec!["dropped".into(), block.to_string(), "block lease the cluster store does not confirm".into()],
+                        Repair::Unnamed { file } => vec!["quarantined".into(), "-".into(), format!("{file}: its name holds no address and handle")],
+                    })
+                    .collect();
+                print!("{}", table(&["ACTION", "WHAT", "WHY"], &rows));
+                println!("corrupt files kept in {}", report.quarantine.display());
+            }
+            let left = report.repairs.iter().any(|r| matches!(r, podnet_ipam::rebuild::Repair::Unplaced { .. }));
+            Ok(if left { 1 } else { 0 })
         }
         IpamCmd::Release { ip: Some(ip), force, .. } => {
             let live = live_endpoints()?;

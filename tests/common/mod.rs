@@ -144,6 +144,9 @@ pub struct Node {
     pub dir: tempfile::TempDir,
     /// The node's own address (on its uplink), which pods must reach.
     pub ip: String,
+    /// A mount namespace plugin calls enter too (see [`MountNs`]), e.g. to give the state dir a
+    /// read-only or full filesystem without touching the host's mounts.
+    pub mounts: std::sync::Mutex<Option<PathBuf>>,
 }
 
 impl Node {
@@ -156,7 +159,7 @@ impl Node {
         ns.exec(&["ip", "link", "set", "up0", "up"]);
         ns.exec(&["ip", "link", "set", "up0p", "up"]);
         ns.exec(&["ip", "route", "add", "default", "via", "198.18.0.2"]);
-        Node { ns, dir: tempfile::tempdir().expect("tempdir"), ip: "198.18.0.1".into() }
+        Node { ns, dir: tempfile::tempdir().expect("tempdir"), ip: "198.18.0.1".into(), mounts: std::sync::Mutex::new(None) }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -214,7 +217,16 @@ impl Node {
             cmd.env(k, v);
         }
         enter_on_exec(&mut cmd, fd);
+        let mounts = self.mounts.lock().unwrap().as_ref().map(|p| File::open(p).expect("mount namespace"));
+        if let Some(m) = &mounts {
+            let mfd = m.as_raw_fd();
+            // SAFETY: setns is async-signal-safe, as pre_exec requires.
+            unsafe {
+                cmd.pre_exec(move || if libc::setns(mfd, libc::CLONE_NEWNS) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+            }
+        }
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {bin}: {e}"));
+        drop(mounts);
         child.stdin.take().unwrap().write_all(stdin).ok();
         child
     }
@@ -460,5 +472,51 @@ impl Etcd {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A mount namespace of the test's own (a `sleep` started by `unshare`, killed by PID on drop),
+/// receiving the host's mounts but never sending any back: mounts made in it (a tiny or read-only
+/// tmpfs over a state dir) vanish with it.
+pub struct MountNs {
+    child: std::process::Child,
+}
+
+impl MountNs {
+    pub fn new() -> MountNs {
+        let child = Command::new("unshare").args(["--mount", "--propagation", "slave", "sleep", "3600"]).spawn().expect("unshare (util-linux)");
+        let m = MountNs { child };
+        // Ready once the sleep runs in a mount namespace other than ours.
+        let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        for _ in 0..200 {
+            if std::fs::read_link(m.path()).is_ok_and(|l| l != ours) && std::fs::read_to_string(format!("/proc/{}/comm", m.child.id())).is_ok_and(|c| c.trim() == "sleep") {
+                return m;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("unshare did not start");
+    }
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/mnt", self.child.id()))
+    }
+    /// Run a command inside (nsenter), asserting success.
+    pub fn exec(&self, args: &[&str]) -> String {
+        let pid = self.child.id().to_string();
+        let mut full = vec!["-t", &pid, "-m", "--"];
+        full.extend_from_slice(args);
+        let out = sh("nsenter", &full);
+        assert!(out.status.success(), "nsenter {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    /// `path` as seen inside.
+    pub fn inside(&self, path: &Path) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root", self.child.id())).join(path.strip_prefix("/").unwrap_or(path))
+    }
+}
+
+impl Drop for MountNs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -106,7 +106,17 @@ impl NetConf {
             .map(|item| {
                 let get = |k: &str| item.get(k).and_then(Value::as_str).map(str::to_string);
                 match (get("containerID"), get("ifname")) {
-                    (Some(container_id), Some(ifname)) => Ok(Attachment { container_id, ifname }),
+                    // Never matched against a path, but an attachment no ADD could have made
+                    // means the runtime sent something else: say so rather than keep nothing.
+                    (Some(container_id), Some(ifname)) => {
+                        let bad = crate::env::validate_container_id(&container_id)
+                            .map_err(|e| format!("containerID {e}"))
+                            .and_then(|_| crate::env::validate_ifname(&ifname).map_err(|e| format!("ifname {e}")));
+                        match bad {
+                            Ok(()) => Ok(Attachment { container_id, ifname }),
+                            Err(why) => Err(CniError::invalid_config(format!("valid attachment {item}: {why}"))),
+                        }
+                    }
                     _ => Err(CniError::decode(format!("valid attachment {item} needs containerID and ifname strings"))),
                 }
             })

@@ -21,6 +21,8 @@ pub enum NetNsError {
     /// The path exists but is not a network namespace (a regular file, a symlink into state, a pid ns...).
     NotNetns(PathBuf),
     Io(PathBuf, std::io::Error),
+    /// The path is the node's own network namespace: the pod's interface would land on the node.
+    IsNode(PathBuf),
 }
 
 impl std::fmt::Display for NetNsError {
@@ -29,6 +31,7 @@ impl std::fmt::Display for NetNsError {
             NetNsError::Missing(p) => write!(f, "network namespace {} does not exist", p.display()),
             NetNsError::NotNetns(p) => write!(f, "{} is not a network namespace", p.display()),
             NetNsError::Io(p, e) => write!(f, "opening network namespace {}: {e}", p.display()),
+            NetNsError::IsNode(p) => write!(f, "{} is the node's own network namespace, not a pod's", p.display()),
         }
     }
 }
@@ -46,6 +49,21 @@ impl NetNs {
         match kind {
             Ok(k) if k == libc::CLONE_NEWNET => Ok(NetNs { file, path: path.to_path_buf() }),
             _ => Err(NetNsError::NotNetns(path.to_path_buf())),
+        }
+    }
+
+    /// A pod's namespace: like [`NetNs::open`], and never the caller's own (a runtime bug or a
+    /// hostile config would otherwise put the pod's interface and routes on the node itself).
+    pub fn open_pod(path: &Path) -> Result<NetNs, NetNsError> {
+        let ns = Self::open(path)?;
+        let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| {
+            use std::os::unix::fs::MetadataExt;
+            (a.dev(), a.ino()) == (b.dev(), b.ino())
+        };
+        match (ns.file.metadata(), std::fs::metadata("/proc/thread-self/ns/net")) {
+            (Ok(pod), Ok(node)) if same(&pod, &node) => Err(NetNsError::IsNode(path.to_path_buf())),
+            (Err(e), _) | (_, Err(e)) => Err(NetNsError::Io(path.to_path_buf(), e)),
+            _ => Ok(ns),
         }
     }
 

@@ -35,7 +35,7 @@ impl fmt::Display for IpamError {
             IpamError::Config(m) | IpamError::Unsupported(m) | IpamError::Exhausted(m) | IpamError::NoEligiblePool(m) | IpamError::Busy(m) | IpamError::Unavailable(m) => f.write_str(m),
             IpamError::Corrupt { path, why } => write!(
                 f,
-                "state file {} is corrupt ({why}); podnet will not guess what it held: run `podnetctl ipam check` and restore or remove the file",
+                "state file {} is corrupt ({why}); podnet will not guess what it held: run `podnetctl ipam rebuild`, which rebuilds the node's records from its live endpoints and keeps the corrupt file in quarantine",
                 path.display()
             ),
             IpamError::Io { what, err } => write!(f, "{what}: {err}"),

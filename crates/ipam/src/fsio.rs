@@ -124,6 +124,13 @@ impl Published {
     }
 }
 
+/// Write a hint (a cursor, an empty-block mark, an outage note): no fsync, since losing one only
+/// costs time, but root-only like every state file.
+pub fn write_hint(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(STATE_FILE_MODE).open(path)?;
+    f.write_all(bytes)
+}
+
 /// Remove `dir/name`; a file already gone is fine (DEL is idempotent). The caller syncs the dir.
 pub fn remove(dir: &Path, name: &str) -> Result<bool, IpamError> {
     match fs::remove_file(dir.join(name)) {

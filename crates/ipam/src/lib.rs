@@ -10,6 +10,7 @@ pub mod error;
 pub mod fsio;
 pub mod model;
 pub mod node;
+pub mod rebuild;
 pub mod report;
 pub mod store;
 
@@ -468,13 +469,13 @@ impl Ipam {
         }
         let _lock = self.node.lock()?;
         let entries = self.node.entries()?;
-        self.release_stale_claims(&entries)
+        self.release_stale_claims_locked(&entries)
     }
 
     /// Give back claims of this node that no address record holds (an ADD killed between claim
     /// and record, a DEL that could not reach the cluster store). Call with the node lock held:
     /// an ADD holds it from claim to record.
-    fn release_stale_claims(&self, entries: &[AddrEntry]) -> Result<Vec<IpAddr>, IpamError> {
+    pub(crate) fn release_stale_claims_locked(&self, entries: &[AddrEntry]) -> Result<Vec<IpAddr>, IpamError> {
         let held: HashSet<(IpAddr, &Handle)> = entries.iter().map(|e| (e.ip, &e.handle)).collect();
         let mut out = Vec::new();
         for c in self.cluster.claims()?.into_iter().filter(|c| c.node == self.cfg.node) {
@@ -549,7 +550,7 @@ impl Ipam {
         let (stale, live): (Vec<AddrEntry>, Vec<AddrEntry>) = self.node.entries()?.into_iter().partition(|e| !keep.contains(&e.handle));
         self.node.remove(&stale)?;
         if self.may_claim() {
-            match self.release_stale_claims(&live) {
+            match self.release_stale_claims_locked(&live) {
                 Ok(ips) if !ips.is_empty() => tracing::info!(count = ips.len(), "gave back claims no address holds"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "could not give back stale claims; the next GC tries again"),

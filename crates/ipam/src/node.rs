@@ -48,6 +48,10 @@ impl NodeStore {
     pub fn new(data_dir: &Path, network: &str) -> NodeStore {
         NodeStore { dir: data_dir.join(network).join("ipam") }
     }
+    /// `<dataDir>/<network>/ipam`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
     /// Whether this network was ever used on this node (read paths then create nothing).
     pub fn exists(&self) -> bool {
         self.dir.join("lock").exists()
@@ -119,8 +123,8 @@ impl NodeStore {
         // A garbled mark is rewritten rather than left to hide the block forever.
         let readable = std::fs::read_to_string(&path).ok().is_some_and(|t| t.trim().parse::<u64>().is_ok());
         if !readable {
-            let _ = std::fs::create_dir_all(self.empty_dir());
-            let _ = std::fs::write(path, unix_secs.to_string());
+            let _ = ensure_dir(&self.empty_dir());
+            let _ = crate::fsio::write_hint(&path, unix_secs.to_string().as_bytes());
         }
     }
     /// The block has addresses again (or was handed back).

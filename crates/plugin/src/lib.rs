@@ -194,7 +194,7 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
         let started = Instant::now();
         let cfg = PluginConfig::parse(conf)?;
         let netns_path = env.netns.clone().expect("ADD requires CNI_NETNS");
-        let netns = NetNs::open(&netns_path).map_err(netns_error)?;
+        let netns = NetNs::open_pod(&netns_path).map_err(netns_error)?;
         let mut nl = netlink()?;
         let mtu = match cfg.mtu {
             Some(m) => m,
@@ -211,27 +211,7 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
         };
         // Everything the endpoint record holds is known once the addresses are (the pod MAC is
         // derived from the handle), so it can be written before the interface is configured.
-        let make_record = |addresses: &[PodAddress]| {
-            let routes = endpoint::planned_routes(&cfg.mode, addresses);
-            EndpointRecord {
-                container_id: h.container_id.clone(),
-                ifname: h.ifname.clone(),
-                netns: netns_path.display().to_string(),
-                pod: pod_info(env),
-                dataplane: cfg.dataplane_name().to_string(),
-                bridge: match &cfg.mode {
-                    Mode::Bridge { bridge, .. } => Some(bridge.clone()),
-                    Mode::Routed => None,
-                },
-                host_veth: spec.host_veth.clone(),
-                mac: format_mac(&spec.pod_mac.expect("set above")),
-                mtu,
-                ips: addresses.iter().map(|a| pod_ip(&cfg.mode, a)).collect(),
-                gateways: routes.iter().map(|(_, gw)| *gw).collect(),
-                routes: routes.iter().map(|(dst, gw)| RouteRecord { dst: *dst, gw: *gw }).collect(),
-                created_at: podnet_ipam::model::now_rfc3339(),
-            }
-        };
+        let make_record = |addresses: &[PodAddress]| endpoint_record(&cfg, &h, &netns_path.display().to_string(), pod_info(env), mtu, addresses);
         let store = EndpointStore::new(&cfg.data_dir, &conf.name);
         // Kernel work and store work run side by side: a second thread builds the veth pair (it
         // needs no address), then configures the pod as soon as IPAM has picked the addresses,
@@ -323,7 +303,7 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
         let cfg = PluginConfig::parse(conf)?;
         let prev = conf.prev_result.as_ref().ok_or_else(|| CniError::invalid_config("CHECK needs prevResult (the ADD result)"))?;
         let netns_path = env.netns.clone().expect("CHECK requires CNI_NETNS");
-        let netns = NetNs::open(&netns_path).map_err(netns_error)?;
+        let netns = NetNs::open_pod(&netns_path).map_err(netns_error)?;
         let h = handle(env);
         // Our addresses are those prevResult gives the pod interface (chained plugins may add others).
         let pod_iface = prev.interfaces.iter().position(|i| i.name == h.ifname && !i.sandbox.is_empty());
@@ -436,6 +416,81 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
 }
 
 /// The address as configured on the pod's interface (routed pods get host prefixes).
+/// The endpoint record of an attachment (ADD writes it; `podnetctl ipam rebuild` makes it again
+/// from the kernel). Everything in it follows from the handle, the config and the addresses.
+pub fn endpoint_record(cfg: &PluginConfig, h: &Handle, netns: &str, pod: PodInfo, mtu: u32, addresses: &[PodAddress]) -> EndpointRecord {
+    let routes = endpoint::planned_routes(&cfg.mode, addresses);
+    EndpointRecord {
+        container_id: h.container_id.clone(),
+        ifname: h.ifname.clone(),
+        netns: netns.to_string(),
+        pod,
+        dataplane: cfg.dataplane_name().to_string(),
+        bridge: match &cfg.mode {
+            Mode::Bridge { bridge, .. } => Some(bridge.clone()),
+            Mode::Routed => None,
+        },
+        host_veth: host_veth_name(&h.container_id, &h.ifname),
+        mac: format_mac(&pod_mac(&h.container_id, &h.ifname)),
+        mtu,
+        ips: addresses.iter().map(|a| pod_ip(&cfg.mode, a)).collect(),
+        gateways: routes.iter().map(|(_, gw)| *gw).collect(),
+        routes: routes.iter().map(|(dst, gw)| RouteRecord { dst: *dst, gw: *gw }).collect(),
+        created_at: podnet_ipam::model::now_rfc3339(),
+    }
+}
+
+/// Rebuild the node store of a podnet-ipam network from this node's live endpoints (see
+/// [`podnet_ipam::rebuild`]): an endpoint is live when its host veth exists, and carries an
+/// address when the kernel routes it to that veth (routed) or the veth is a port of the network's
+/// bridge, which holds the gateway of the address's subnet (bridge).
+pub fn rebuild(cfg: &PluginConfig, ipam: &Ipam) -> Result<podnet_ipam::rebuild::RebuildReport, String> {
+    let nl = std::cell::RefCell::new(Netlink::open().map_err(|e| format!("opening netlink: {e}"))?);
+    let mut host_routes = HashSet::new();
+    let mut bridge_subnets = Vec::new();
+    let mut bridge_index = None;
+    {
+        let mut nl = nl.borrow_mut();
+        match &cfg.mode {
+            Mode::Routed => {
+                for v4 in [true, false] {
+                    for r in nl.routes(v4).map_err(|e| e.to_string())? {
+                        if r.dst.prefix_len() == r.dst.max_prefix_len() {
+                            host_routes.insert((r.dst.addr(), r.oif));
+                        }
+                    }
+                }
+            }
+            Mode::Bridge { bridge, .. } => {
+                if let Some(b) = nl.link_by_name(bridge).map_err(|e| e.to_string())? {
+                    bridge_subnets = nl.addresses(b.index).map_err(|e| e.to_string())?.into_iter().map(|a| a.trunc()).collect();
+                    bridge_index = Some(b.index);
+                }
+            }
+        }
+    }
+    let veth = |h: &Handle| nl.borrow_mut().link_by_name(&host_veth_name(&h.container_id, &h.ifname)).ok().flatten();
+    let confirm = |h: &Handle, candidates: &[std::net::IpAddr]| -> Vec<std::net::IpAddr> {
+        let Some(link) = veth(h) else { return Vec::new() };
+        candidates
+            .iter()
+            .copied()
+            .filter(|ip| match &cfg.mode {
+                Mode::Routed => host_routes.contains(&(*ip, Some(link.index))),
+                Mode::Bridge { .. } => link.master.is_some() && link.master == bridge_index && bridge_subnets.iter().any(|s: &ipnet::IpNet| s.contains(ip)),
+            })
+            .collect()
+    };
+    let attachment = |h: &Handle, allocations: &[podnet_ipam::Allocation]| {
+        let mtu = veth(h).map(|l| l.mtu).unwrap_or(1500);
+        let addresses: Vec<PodAddress> = allocations.iter().map(|a| PodAddress { address: a.address, gateway: a.gateway }).collect();
+        // The pod's namespace path is not in the kernel's view of the node: left empty.
+        let rec = endpoint_record(cfg, h, "", allocations[0].pod.clone(), mtu, &addresses);
+        Some(serde_json::to_value(rec).expect("records serialize"))
+    };
+    podnet_ipam::rebuild::rebuild(ipam, &confirm, &attachment).map_err(|e| e.to_string())
+}
+
 fn pod_ip(mode: &Mode, a: &PodAddress) -> ipnet::IpNet {
     match mode {
         Mode::Bridge { .. } => a.address,

@@ -2,7 +2,7 @@
 //! carries the CNI result.
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
@@ -16,7 +16,8 @@ pub fn init(file: &Path, level: &str) {
         _ => tracing::Level::INFO,
     };
     if let Some(dir) = file.parent() {
-        let _ = std::fs::create_dir_all(dir);
+        // Logs name pods and addresses: root only, like the state.
+        let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
     }
     let writer = match OpenOptions::new().create(true).append(true).mode(0o600).open(file) {
         Ok(f) => BoxMakeWriter::new(Mutex::new(f)),

@@ -109,7 +109,7 @@ impl EtcdStore {
             match &result {
                 // One failed call's wait is enough for every call for a while.
                 Err(IpamError::Unavailable(_)) => {
-                    let _ = std::fs::write(note, (now_ms() + self.cfg.timeout.as_millis() as u64).to_string());
+                    let _ = crate::fsio::write_hint(note, (now_ms() + self.cfg.timeout.as_millis() as u64).to_string().as_bytes());
                 }
                 Ok(_) => {
                     if note.exists() {
