@@ -11,7 +11,7 @@ use crate::allocator::Span;
 use crate::config::Source;
 use crate::error::IpamError;
 use crate::fsio::{self, atomic_write, encode_record, ensure_dir, read_record, sync_dir};
-use crate::model::{now_rfc3339, Allocation, BlockLease, Handle, PodInfo};
+use crate::model::{now_rfc3339, Allocation, BlockLease, Handle};
 use crate::node::AddrEntry;
 use crate::Ipam;
 use ipnet::IpNet;
@@ -139,7 +139,7 @@ pub fn rebuild(
                         pool,
                         block: span.subnet,
                         handle: handle.clone(),
-                        pod: sibling.map(|s| s.pod.clone()).unwrap_or_else(PodInfo::default),
+                        pod: sibling.map(|s| s.pod.clone()).unwrap_or_default(),
                         node: me.clone(),
                         allocated_at: now_rfc3339(),
                         attachment: None,
