@@ -520,3 +520,37 @@ impl Drop for MountNs {
         let _ = self.child.wait();
     }
 }
+
+/// What one pod's eth0 shows: its ifindex (new for every ADD) and addresses.
+pub type Seen = Option<(u32, Vec<ipnet::IpNet>)>;
+
+fn look(nl: &mut podnet_dataplane::Netlink) -> Seen {
+    let link = nl.link_by_name("eth0").ok()??;
+    let addrs = nl.addresses(link.index).ok()?;
+    (!addrs.is_empty()).then_some((link.index, addrs))
+}
+
+/// Watches every pod's real interface until `stop`: two passes over all pods, and an address
+/// seen on two pods whose interfaces were the same in both passes was on both at one moment
+/// (pass one ends before pass two starts). Returns (rounds, duplicates found).
+pub fn sample_for_duplicates(pods: &[Netns], stop: &std::sync::atomic::AtomicBool) -> (usize, Vec<String>) {
+    let mut socks: Vec<podnet_dataplane::Netlink> = pods.iter().map(|p| in_netns(p, || podnet_dataplane::Netlink::open().unwrap())).collect();
+    let (mut rounds, mut dups) = (0, Vec::new());
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let first: Vec<Seen> = socks.iter_mut().map(look).collect();
+        let second: Vec<Seen> = socks.iter_mut().map(look).collect();
+        let stable: Vec<(usize, &Vec<ipnet::IpNet>)> =
+            (0..pods.len()).filter_map(|i| match (&first[i], &second[i]) { (Some(a), Some(b)) if a == b => Some((i, &a.1)), _ => None }).collect();
+        let mut owner = std::collections::HashMap::new();
+        for (i, addrs) in stable {
+            for a in addrs {
+                if let Some(j) = owner.insert(a.addr(), i) {
+                    dups.push(format!("{} on pods {j} and {i}", a.addr()));
+                }
+            }
+        }
+        rounds += 1;
+    }
+    (rounds, dups)
+}
+

@@ -269,25 +269,10 @@ impl Ipam {
                 // The node's blocks are full. First adopt blocks the cluster store says are ours but the
                 // node store lost (a crash between lease and record), then lease a new one.
                 let known = self.node.blocks()?;
-                // Read once, and only if there is a lease to adopt (a rare path).
-                let mut in_use: Option<HashSet<IpNet>> = None;
+                let mut in_use = None;
                 for lease in self.cluster.leased_blocks(pool, &self.cfg.node)? {
                     if !known.contains(&lease.block) {
-                        // A block that lends, or holds claims, keeps claiming whatever this node's
-                        // config or lost marks say: others may borrow from it.
-                        let in_use = match &in_use {
-                            Some(b) => b,
-                            None => {
-                                let mut blocks: HashSet<IpNet> = self.cluster.lending_blocks()?.into_iter().collect();
-                                blocks.extend(self.cluster.claims()?.into_iter().map(|c| c.block));
-                                in_use.insert(blocks)
-                            }
-                        };
-                        let claimed = in_use.contains(&lease.block);
-                        self.node.add_block(&lease)?;
-                        if claimed && self.node.lending(lease.block)?.is_none() {
-                            self.start_lending(lease.block, entries)?;
-                        }
+                        self.adopt(&lease, entries, &mut in_use)?;
                         if let Some(hit) = self.take_from_own(pool, &[lease.block], used, handle, entries)? {
                             return Ok(Some(hit));
                         }
@@ -322,6 +307,28 @@ impl Ipam {
             }
             _ => Ok(None),
         }
+    }
+
+    /// Record in the node store a block the cluster store leases to this node but the node store
+    /// does not know (lost to a crash, or forgotten by a hand-back the cluster store never saw).
+    /// Call with the node lock held. `in_use` caches, across calls, the blocks that lend or hold
+    /// claims: read only when there is a lease to adopt (a rare path).
+    fn adopt(&self, lease: &BlockLease, entries: &[AddrEntry], in_use: &mut Option<HashSet<IpNet>>) -> Result<(), IpamError> {
+        let in_use = match in_use {
+            Some(b) => b,
+            None => {
+                let mut blocks: HashSet<IpNet> = self.cluster.lending_blocks()?.into_iter().collect();
+                blocks.extend(self.cluster.claims()?.into_iter().map(|c| c.block));
+                in_use.insert(blocks)
+            }
+        };
+        self.node.add_block(lease)?;
+        // A block that lends, or holds claims, keeps claiming whatever this node's config or lost
+        // marks say: others may borrow from it.
+        if in_use.contains(&lease.block) && self.node.lending(lease.block)?.is_none() {
+            self.start_lending(lease.block, entries)?;
+        }
+        Ok(())
     }
 
     /// A free address in the node's own `blocks`, claimed in the cluster store where the block
@@ -498,6 +505,13 @@ impl Ipam {
             // lost to a crash, or blocks emptied by GC or `ipam release IP`, are not stranded.
             let _lock = self.node.lock()?;
             let entries = self.node.entries()?;
+            // Leases the node store lost (a hand-back whose cluster half failed, a crash) are
+            // adopted, so they go back too: every node converges once the cluster store answers.
+            let known = self.node.blocks()?;
+            let mut in_use = None;
+            for lease in self.cluster.leases()?.into_iter().filter(|l| l.node == self.cfg.node && !known.contains(&l.block)) {
+                self.adopt(&lease, &entries, &mut in_use)?;
+            }
             let marked: Vec<ipnet::IpNet> = self.node.empty_blocks().into_iter().map(|(b, _)| b).collect();
             for block in self.node.blocks()? {
                 if !marked.contains(&block) && !entries.iter().any(|e| block.contains(&e.ip)) {
