@@ -755,6 +755,30 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_the_node_store_lost_is_adopted_and_handed_back() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = IpamConfig::parse(
+            &json!({"node": "n1", "emptyBlockGraceSeconds": 0, "pools": [{"name": "p", "cidr": "10.1.0.0/24", "blockSize": 29}]}),
+            Some(d.path()),
+        )
+        .unwrap();
+        let ipam = Ipam::new(cfg, "net", Reservation::None);
+        for i in 0..9 {
+            ipam.allocate(&Handle::new(&format!("c{i}"), "eth0"), &pod("x")).unwrap();
+        }
+        // A hand-back whose cluster half never happened: the node forgot the second block.
+        let lost: ipnet::IpNet = "10.1.0.8/29".parse().unwrap();
+        ipam.release(&Handle::new("c8", "eth0")).unwrap();
+        ipam.node_store().remove_block(lost).unwrap();
+        // A block still holding an address is adopted but stays.
+        ipam.node_store().remove_block("10.1.0.0/29".parse().unwrap()).unwrap();
+        assert_eq!(ipam.release_empty_blocks().unwrap(), vec![lost]);
+        let leases: Vec<ipnet::IpNet> = ipam.cluster().leases().unwrap().into_iter().map(|l| l.block).collect();
+        assert_eq!(leases, vec!["10.1.0.0/29".parse::<ipnet::IpNet>().unwrap()]);
+        assert_eq!(ipam.node_store().blocks().unwrap(), leases, "the block in use is recorded again");
+    }
+
+    #[test]
     fn empty_blocks_go_back_after_the_grace_time_and_only_then() {
         let d = tempfile::tempdir().unwrap();
         let mk = |grace: u64| {
