@@ -54,7 +54,11 @@ enum IpamCmd {
     /// Recover from corrupt state files (code 103): rebuild the records of this node's live
     /// endpoints from the kernel, free addresses no live endpoint carries, and keep every corrupt
     /// file in the store's quarantine directory. Run it on the node, in its network namespace.
-    Rebuild,
+    Rebuild {
+        /// Go on even though no recorded attachment has an endpoint here (every pod is gone).
+        #[arg(long)]
+        force: bool,
+    },
     /// Free one address (refused while its endpoint is live, unless --force), or hand a dead
     /// node's blocks back with --node.
     Release {
@@ -163,9 +167,9 @@ fn ipam_cmd(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, String>
             }
             Ok(if problems.is_empty() { 0 } else { 1 })
         }
-        IpamCmd::Rebuild => {
+        IpamCmd::Rebuild { force } => {
             let (_, cfg) = plugin_view(&net.name, &net.cni_version, &net.plugin)?;
-            let report = podnet_plugin::rebuild(&cfg, &ipam)?;
+            let report = podnet_plugin::rebuild(&cfg, &ipam, *force)?;
             if output == Output::Json {
                 print_json(serde_json::json!({"network": net.name, "node": ipam.config().node, "repairs": report.repairs, "quarantine": report.quarantine}));
             } else if report.repairs.is_empty() {
@@ -176,8 +180,10 @@ fn ipam_cmd(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, String>
                     .repairs
                     .iter()
                     .map(|r| match r {
-                        Repair::Restored { ip, handle } => vec!["restored".into(), ip.to_string(), format!("{} has a live endpoint carrying it", handle.key())],
-                        Repair::Freed { ip, handle } => vec!["freed".into(), ip.to_string(), format!("no live endpoint of {} carries it", handle.key())],
+                        Repair::Restored { ip, handle } => vec!["restored".into(), ip.to_string(), format!("{} has a live endpoint", handle.key())],
+                        Repair::Unleased { ip, handle, block } => vec!["restored".into(), ip.to_string(), format!("{} is live, but block {block} is not leased to this node and no claim covers the address: delete and re-create the pod", handle.key())],
+                        Repair::Contested { ip, handle, holder } => vec!["restored".into(), ip.to_string(), format!("{} is live, but the address's claim is held by {holder}: re-create one of the two pods", handle.key())],
+                        Repair::Freed { ip, handle } => vec!["freed".into(), ip.to_string(), format!("{} has no endpoint on this node", handle.key())],
                         Repair::Unplaced { ip, handle } => vec!["left".into(), ip.to_string(), format!("{} is live but the address is in no pool of the config", handle.key())],
                         Repair::BlockRestored { block } => vec!["restored".into(), block.to_string(), "block lease, from the cluster store".into()],
                         Repair::BlockDropped { block } => vec!["dropped".into(), block.to_string(), "block lease the cluster store does not confirm".into()],
@@ -187,8 +193,7 @@ fn ipam_cmd(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, String>
                 print!("{}", table(&["ACTION", "WHAT", "WHY"], &rows));
                 println!("corrupt files kept in {}", report.quarantine.display());
             }
-            let left = report.repairs.iter().any(|r| matches!(r, podnet_ipam::rebuild::Repair::Unplaced { .. }));
-            Ok(if left { 1 } else { 0 })
+            Ok(if report.repairs.iter().any(|r| r.needs_action()) { 1 } else { 0 })
         }
         IpamCmd::Release { ip: Some(ip), force, .. } => {
             let live = live_endpoints()?;

@@ -223,7 +223,7 @@ fn corrupt_records_are_refused_with_103_and_rebuilt_from_the_kernel(dataplane: &
     let mut pods = pods;
     drop(pods.pop());
     // The kernel dismantles a deleted namespace asynchronously.
-    let gone = (0..500).any(|_| {
+    let gone = (0..3000).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(10));
         node.host_veths().len() == 2
     });
@@ -248,7 +248,10 @@ fn corrupt_records_are_refused_with_103_and_rebuilt_from_the_kernel(dataplane: &
     let (code, out) = podnetctl(&node, &list, &["ipam", "check"]);
     assert_eq!(code, 1, "{out}");
     assert_eq!(out.lines().filter(|l| l.starts_with("corrupt")).count(), 4, "three records and a block lease: {out}");
-    // Never read as "no state": a new pod gets none of the three addresses.
+    // Never read as "no state": a new pod gets none of the three addresses, even with the
+    // round-robin cursor gone (allocation then starts at the block's first address).
+    let cursor = node.data_dir().join("podnet/ipam/cursor/pods-v4");
+    std::fs::remove_file(&cursor).unwrap();
     let fresh = Netns::new("fresh");
     let ip3 = result_ip(&node.add("c3", &fresh, &conf).must());
     assert!(!ips.contains(&ip3), "{ip3} was still recorded");
@@ -276,11 +279,14 @@ fn corrupt_records_are_refused_with_103_and_rebuilt_from_the_kernel(dataplane: &
         assert!(ep["ips"][0].as_str().unwrap().starts_with(&format!("{}/", ips[i])), "{ep}");
         assert_eq!(pod.addrs4("eth0"), vec![ep["ips"][0].as_str().unwrap().split('/').next().unwrap().to_string()]);
     }
-    // And the node works on: the rebuilt records release, a new pod may reuse the freed address.
-    node.del("c0", Some(&pods[0]), &conf).must();
+    // The dead pod's address is free again and the live pods' are not: from the block's start,
+    // the next pod gets exactly the freed one.
+    std::fs::remove_file(&cursor).unwrap();
     let again = Netns::new("again");
     let ip4 = result_ip(&node.add("c4", &again, &conf).must());
-    assert_ne!(ip4, ips[1], "the live pod's address is never handed out");
+    assert_eq!(ip4, ips[2], "the freed address, and neither live pod's");
+    // And the rebuilt records release as any other.
+    node.del("c0", Some(&pods[0]), &conf).must();
     for (cid, pod) in [("c1", &pods[1]), ("c3", &fresh), ("c4", &again)] {
         node.del(cid, Some(pod), &conf).must();
     }
@@ -308,14 +314,17 @@ fn a_lock_left_by_a_dead_process_or_garbled_costs_nothing_and_a_bad_lock_path_is
     // A process takes the store lock and dies holding it (kill -9 by its PID).
     // The shell locks fd 9 with flock(1), then becomes the sleep that keeps the fd: one PID.
     let script = format!("exec 9>>'{}' && flock 9 && exec sleep 600", lock.display());
-    let mut holder = std::process::Command::new("sh").args(["-c", &script]).spawn().expect("sh");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", &script]);
+    die_with_parent(&mut cmd);
+    let mut holder = KillOnDrop(cmd.spawn().expect("sh"));
     let held = (0..200).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(10));
         !std::process::Command::new("flock").args(["-n"]).arg(&lock).arg("true").status().unwrap().success()
     });
     assert!(held, "flock did not take the lock");
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    holder.0.kill().unwrap();
+    holder.0.wait().unwrap();
     std::fs::write(&lock, b"garbage left behind\0\0").unwrap();
     node.add("c-b", &b, &conf).must();
     // A lock path that cannot be a lock: a clear error, nothing done.

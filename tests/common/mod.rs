@@ -475,6 +475,24 @@ impl Drop for Etcd {
     }
 }
 
+/// Have `cmd`'s child killed if the test process dies first (a helper must never outlive its test).
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+    }
+}
+
+/// A child process killed (by its PID) when this drops, also when a test fails.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A mount namespace of the test's own (a `sleep` started by `unshare`, killed by PID on drop),
 /// receiving the host's mounts but never sending any back: mounts made in it (a tiny or read-only
 /// tmpfs over a state dir) vanish with it.
@@ -484,7 +502,10 @@ pub struct MountNs {
 
 impl MountNs {
     pub fn new() -> MountNs {
-        let child = Command::new("unshare").args(["--mount", "--propagation", "slave", "sleep", "3600"]).spawn().expect("unshare (util-linux)");
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "slave", "sleep", "600"]);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().expect("unshare (util-linux)");
         let m = MountNs { child };
         // Ready once the sleep runs in a mount namespace other than ours.
         let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();

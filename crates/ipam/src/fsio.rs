@@ -128,6 +128,8 @@ impl Published {
 /// costs time, but root-only like every state file.
 pub fn write_hint(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(STATE_FILE_MODE).open(path)?;
+    // A file an older version left wider is narrowed.
+    f.set_permissions(fs::Permissions::from_mode(STATE_FILE_MODE))?;
     f.write_all(bytes)
 }
 

@@ -441,54 +441,23 @@ pub fn endpoint_record(cfg: &PluginConfig, h: &Handle, netns: &str, pod: PodInfo
 }
 
 /// Rebuild the node store of a podnet-ipam network from this node's live endpoints (see
-/// [`podnet_ipam::rebuild`]): an endpoint is live when its host veth exists, and carries an
-/// address when the kernel routes it to that veth (routed) or the veth is a port of the network's
-/// bridge, which holds the gateway of the address's subnet (bridge).
-pub fn rebuild(cfg: &PluginConfig, ipam: &Ipam) -> Result<podnet_ipam::rebuild::RebuildReport, String> {
+/// [`podnet_ipam::rebuild`]): an attachment is live when its host veth exists here. A veth that
+/// exists keeps its addresses whatever else is missing (a flushed route, a deleted bridge): the
+/// pod still carries them.
+pub fn rebuild(cfg: &PluginConfig, ipam: &Ipam, force: bool) -> Result<podnet_ipam::rebuild::RebuildReport, String> {
     let nl = std::cell::RefCell::new(Netlink::open().map_err(|e| format!("opening netlink: {e}"))?);
-    let mut host_routes = HashSet::new();
-    let mut bridge_subnets = Vec::new();
-    let mut bridge_index = None;
-    {
-        let mut nl = nl.borrow_mut();
-        match &cfg.mode {
-            Mode::Routed => {
-                for v4 in [true, false] {
-                    for r in nl.routes(v4).map_err(|e| e.to_string())? {
-                        if r.dst.prefix_len() == r.dst.max_prefix_len() {
-                            host_routes.insert((r.dst.addr(), r.oif));
-                        }
-                    }
-                }
-            }
-            Mode::Bridge { bridge, .. } => {
-                if let Some(b) = nl.link_by_name(bridge).map_err(|e| e.to_string())? {
-                    bridge_subnets = nl.addresses(b.index).map_err(|e| e.to_string())?.into_iter().map(|a| a.trunc()).collect();
-                    bridge_index = Some(b.index);
-                }
-            }
-        }
-    }
-    let veth = |h: &Handle| nl.borrow_mut().link_by_name(&host_veth_name(&h.container_id, &h.ifname)).ok().flatten();
-    let confirm = |h: &Handle, candidates: &[std::net::IpAddr]| -> Vec<std::net::IpAddr> {
-        let Some(link) = veth(h) else { return Vec::new() };
-        candidates
-            .iter()
-            .copied()
-            .filter(|ip| match &cfg.mode {
-                Mode::Routed => host_routes.contains(&(*ip, Some(link.index))),
-                Mode::Bridge { .. } => link.master.is_some() && link.master == bridge_index && bridge_subnets.iter().any(|s: &ipnet::IpNet| s.contains(ip)),
-            })
-            .collect()
+    let veth = |h: &Handle| nl.borrow_mut().link_by_name(&host_veth_name(&h.container_id, &h.ifname));
+    let live = |h: &Handle| -> Result<bool, podnet_ipam::IpamError> {
+        veth(h).map(|l| l.is_some()).map_err(|e| podnet_ipam::IpamError::io("reading the node's links", std::io::Error::other(e.to_string())))
     };
     let attachment = |h: &Handle, allocations: &[podnet_ipam::Allocation]| {
-        let mtu = veth(h).map(|l| l.mtu).unwrap_or(1500);
+        let mtu = veth(h).ok().flatten().map(|l| l.mtu).unwrap_or(1500);
         let addresses: Vec<PodAddress> = allocations.iter().map(|a| PodAddress { address: a.address, gateway: a.gateway }).collect();
         // The pod's namespace path is not in the kernel's view of the node: left empty.
         let rec = endpoint_record(cfg, h, "", allocations[0].pod.clone(), mtu, &addresses);
         Some(serde_json::to_value(rec).expect("records serialize"))
     };
-    podnet_ipam::rebuild::rebuild(ipam, &confirm, &attachment).map_err(|e| e.to_string())
+    podnet_ipam::rebuild::rebuild(ipam, &live, &attachment, force).map_err(|e| e.to_string())
 }
 
 fn pod_ip(mode: &Mode, a: &PodAddress) -> ipnet::IpNet {
