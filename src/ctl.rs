@@ -112,6 +112,9 @@ fn live_endpoints() -> Result<impl Fn(&podnet_ipam::Handle) -> bool, String> {
 }
 
 fn ipam_cmd(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, String> {
+    if let IpamCmd::Rebuild { force } = cmd {
+        return rebuild_cmd(net, *force, output);
+    }
     let ipam = network_ipam(net)?;
     let print_json = |v: serde_json::Value| println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     match cmd {
@@ -167,34 +170,7 @@ fn ipam_cmd(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, String>
             }
             Ok(if problems.is_empty() { 0 } else { 1 })
         }
-        IpamCmd::Rebuild { force } => {
-            let (_, cfg) = plugin_view(&net.name, &net.cni_version, &net.plugin)?;
-            let report = podnet_plugin::rebuild(&cfg, &ipam, *force)?;
-            if output == Output::Json {
-                print_json(serde_json::json!({"network": net.name, "node": ipam.config().node, "repairs": report.repairs, "quarantine": report.quarantine}));
-            } else if report.repairs.is_empty() {
-                println!("ipam rebuild: every record of node {} reads back; nothing to do", ipam.config().node);
-            } else {
-                use podnet_ipam::rebuild::Repair;
-                let rows: Vec<Vec<String>> = report
-                    .repairs
-                    .iter()
-                    .map(|r| match r {
-                        Repair::Restored { ip, handle } => vec!["restored".into(), ip.to_string(), format!("{} has a live endpoint", handle.key())],
-                        Repair::Unleased { ip, handle, block } => vec!["restored".into(), ip.to_string(), format!("{} is live, but block {block} is not leased to this node and no claim covers the address: delete and re-create the pod", handle.key())],
-                        Repair::Contested { ip, handle, holder } => vec!["restored".into(), ip.to_string(), format!("{} is live, but the address's claim is held by {holder}: re-create one of the two pods", handle.key())],
-                        Repair::Freed { ip, handle } => vec!["freed".into(), ip.to_string(), format!("{} has no endpoint on this node", handle.key())],
-                        Repair::Unplaced { ip, handle } => vec!["left".into(), ip.to_string(), format!("{} is live but the address is in no pool of the config", handle.key())],
-                        Repair::BlockRestored { block } => vec!["restored".into(), block.to_string(), "block lease, from the cluster store".into()],
-                        Repair::BlockDropped { block } => vec!["dropped".into(), block.to_string(), "block lease the cluster store does not confirm".into()],
-                        Repair::Unnamed { file } => vec!["quarantined".into(), "-".into(), format!("{file}: its name holds no address and handle")],
-                    })
-                    .collect();
-                print!("{}", table(&["ACTION", "WHAT", "WHY"], &rows));
-                println!("corrupt files kept in {}", report.quarantine.display());
-            }
-            Ok(if report.repairs.iter().any(|r| r.needs_action()) { 1 } else { 0 })
-        }
+        IpamCmd::Rebuild { .. } => unreachable!("handled above"),
         IpamCmd::Release { ip: Some(ip), force, .. } => {
             let live = live_endpoints()?;
             match podnet_ipam::report::release_address(&ipam, *ip, *force, &live).map_err(|e| e.to_string())? {
@@ -236,6 +212,58 @@ fn ipam_cmd(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, String>
         }
         IpamCmd::Release { .. } => Err("name an address to release, --node NAME or --empty-blocks".into()),
     }
+}
+
+/// `ipam rebuild`: the node store of a podnet-ipam network, and the endpoint records of any.
+fn rebuild_cmd(net: &Network, force: bool, output: Output) -> Result<i32, String> {
+    let print_json = |v: serde_json::Value| println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    let (_, cfg) = plugin_view(&net.name, &net.cni_version, &net.plugin)?;
+    let endpoints = podnet_plugin::rebuild_endpoints(&cfg, &net.name, force)?;
+    let mut rows: Vec<Vec<String>> = endpoints
+        .iter()
+        .map(|r| match r {
+            podnet_plugin::EndpointRepair::EndpointRestored { handle } => vec!["restored".into(), "-".into(), format!("endpoint record of {}: its veth is live", handle.key())],
+            podnet_plugin::EndpointRepair::EndpointDropped { file } => vec!["dropped".into(), "-".into(), format!("endpoint record {file}: no endpoint on this node")],
+        })
+        .collect();
+    if !cfg.ipam_in_process {
+        if output == Output::Json {
+            print_json(serde_json::json!({"network": net.name, "repairs": endpoints}));
+        } else if rows.is_empty() {
+            println!("ipam rebuild: every endpoint record reads back; nothing to do");
+        } else {
+            print!("{}", table(&["ACTION", "WHAT", "WHY"], &rows));
+        }
+        return Ok(0);
+    }
+    let ipam = network_ipam(net)?;
+    let report = podnet_plugin::rebuild(&cfg, &ipam, force)?;
+    if output == Output::Json {
+        let mut repairs = serde_json::to_value(&report.repairs).expect("json");
+        repairs.as_array_mut().expect("a list").extend(endpoints.iter().map(|r| serde_json::to_value(r).expect("json")));
+        print_json(serde_json::json!({"network": net.name, "node": ipam.config().node, "repairs": repairs, "quarantine": report.quarantine}));
+    } else if report.repairs.is_empty() && rows.is_empty() {
+        println!("ipam rebuild: every record of node {} reads back; nothing to do", ipam.config().node);
+    } else {
+        use podnet_ipam::rebuild::Repair;
+        rows.extend(report
+            .repairs
+            .iter()
+            .map(|r| match r {
+                Repair::Restored { ip, handle } => vec!["restored".into(), ip.to_string(), format!("{} has a live endpoint", handle.key())],
+                Repair::Unleased { ip, handle, block } => vec!["restored".into(), ip.to_string(), format!("{} is live, but block {block} is not leased to this node and no claim covers the address: delete and re-create the pod", handle.key())],
+                Repair::Contested { ip, handle, holder } => vec!["restored".into(), ip.to_string(), format!("{} is live, but the address's claim is held by {holder}: re-create one of the two pods", handle.key())],
+                Repair::Freed { ip, handle } => vec!["freed".into(), ip.to_string(), format!("{} has no endpoint on this node", handle.key())],
+                Repair::Unplaced { ip, handle } => vec!["left".into(), ip.to_string(), format!("{} is live but the address is in no pool of the config", handle.key())],
+                Repair::BlockRestored { block } => vec!["restored".into(), block.to_string(), "block lease, from the cluster store".into()],
+                Repair::BlockDropped { block } => vec!["dropped".into(), block.to_string(), "block lease the cluster store does not confirm".into()],
+                Repair::Unnamed { file } => vec!["quarantined".into(), "-".into(), format!("{file}: its name holds no address and handle")],
+            })
+        );
+        print!("{}", table(&["ACTION", "WHAT", "WHY"], &rows));
+        println!("corrupt files kept in {}", report.quarantine.display());
+    }
+    Ok(if report.repairs.iter().any(|r| r.needs_action()) { 1 } else { 0 })
 }
 
 pub fn load_network(path: &Path) -> Result<Network, String> {

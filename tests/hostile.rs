@@ -340,3 +340,41 @@ fn a_lock_left_by_a_dead_process_or_garbled_costs_nothing_and_a_bad_lock_path_is
     }
     assert!(node.allocations().is_empty());
 }
+
+#[test]
+fn corrupt_endpoint_records_of_an_execd_ipam_are_rebuilt_or_dropped() {
+    let node = Node::new();
+    let conf = node.podnet_conf(json!({"dataplane": "routed", "ipam": {"type": "host-local", "node": null, "pools": null,
+        "ranges": [[{"subnet": "10.81.0.0/24"}]], "dataDir": node.dir.path().join("host-local")}}));
+    let list = node.dir.path().join("net.conflist");
+    write_conflist(&list, &conf);
+    let (a, b) = (Netns::new("a"), Netns::new("b"));
+    let ip_a = result_ip(&node.add("a", &a, &conf).must());
+    node.add("b", &b, &conf).must();
+    drop(b);
+    let gone = (0..3000).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        node.host_veths().len() == 1
+    });
+    assert!(gone, "the dead pod's veth stays");
+    let dir = node.data_dir().join("podnet/endpoints");
+    for f in list_dir(&dir) {
+        std::fs::write(dir.join(f), [0u8; 64]).unwrap();
+    }
+    let (code, out) = podnetctl(&node, &list, &["inspect"]);
+    assert!(code != 0 && out.contains("podnetctl ipam rebuild"), "inspect: {out}");
+    let (code, out) = podnetctl(&node, &list, &["-o", "json", "ipam", "rebuild"]);
+    assert_eq!(code, 0, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let repairs = v["repairs"].as_array().unwrap();
+    assert!(repairs.contains(&json!({"action": "endpointRestored", "handle": {"containerId": "a", "ifname": "eth0"}})), "{out}");
+    assert!(repairs.contains(&json!({"action": "endpointDropped", "file": "b:eth0"})), "{out}");
+    let (_, out) = podnetctl(&node, &list, &["-o", "json", "inspect"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["endpoints"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(v["endpoints"][0]["ips"], json!([format!("{ip_a}/32")]), "the routed pod's address, from its host route");
+    assert_eq!(list_dir(&node.data_dir().join("podnet/quarantine")).len(), 2);
+    node.del("a", Some(&a), &conf).must();
+    node.del("b", None, &conf).must();
+    assert!(list_dir(&dir).is_empty());
+}

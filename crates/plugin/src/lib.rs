@@ -460,6 +460,66 @@ pub fn rebuild(cfg: &PluginConfig, ipam: &Ipam, force: bool) -> Result<podnet_ip
     podnet_ipam::rebuild::rebuild(ipam, &live, &attachment, force).map_err(|e| e.to_string())
 }
 
+/// What `podnetctl ipam rebuild` did with one endpoint record (networks that exec another IPAM
+/// plugin keep one file per attachment under `<dataDir>/<network>/endpoints/`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase", tag = "action")]
+pub enum EndpointRepair {
+    /// The veth is live: the record is made again from the handle, the config and the kernel
+    /// (routed: the host routes to the veth give the addresses; bridge: they stay unknown).
+    EndpointRestored { handle: Handle },
+    /// No endpoint: the record goes (the IPAM plugin's GC frees its addresses).
+    EndpointDropped { file: String },
+}
+
+/// Rebuild corrupt endpoint records (see [`EndpointRepair`]); every corrupt file is kept in the
+/// network's quarantine directory.
+pub fn rebuild_endpoints(cfg: &PluginConfig, network: &str, force: bool) -> Result<Vec<EndpointRepair>, String> {
+    let store = EndpointStore::new(&cfg.data_dir, network);
+    let mut nl = Netlink::open().map_err(|e| format!("opening netlink: {e}"))?;
+    let mut files = Vec::new();
+    for (file, handle, content) in store.files().map_err(|e| e.to_string())? {
+        let link = match &handle {
+            Some(h) => nl.link_by_name(&host_veth_name(&h.container_id, &h.ifname)).map_err(|e| e.to_string())?,
+            None => None,
+        };
+        files.push((file, handle, content, link));
+    }
+    // As for the node store: no live endpoint at all is what the wrong namespace looks like.
+    let corrupt = files.iter().any(|(_, _, c, _)| matches!(c, Err(podnet_ipam::IpamError::Corrupt { .. })));
+    if corrupt && !force && !files.iter().any(|(_, _, _, l)| l.is_some()) {
+        return Err(format!(
+            "none of the {} endpoint records of network {network} has a veth in this network namespace; run podnetctl in the node's network namespace, or pass --force if every pod is really gone",
+            files.len()
+        ));
+    }
+    let mut out = Vec::new();
+    for (file, handle, content, link) in files {
+        if !matches!(content, Err(podnet_ipam::IpamError::Corrupt { .. })) {
+            continue;
+        }
+        store.quarantine(&file).map_err(|e| e.to_string())?;
+        let (Some(h), Some(link)) = (handle, link) else {
+            out.push(EndpointRepair::EndpointDropped { file });
+            continue;
+        };
+        let mut addresses = Vec::new();
+        if cfg.mode == Mode::Routed {
+            for v4 in [true, false] {
+                for r in nl.routes(v4).map_err(|e| e.to_string())? {
+                    if r.oif == Some(link.index) && r.dst.prefix_len() == r.dst.max_prefix_len() {
+                        addresses.push(PodAddress { address: r.dst, gateway: None });
+                    }
+                }
+            }
+        }
+        let rec = endpoint_record(cfg, &h, "", PodInfo::default(), link.mtu, &addresses);
+        store.write(&rec).map_err(|e| e.to_string())?;
+        out.push(EndpointRepair::EndpointRestored { handle: h });
+    }
+    Ok(out)
+}
+
 fn pod_ip(mode: &Mode, a: &PodAddress) -> ipnet::IpNet {
     match mode {
         Mode::Bridge { .. } => a.address,

@@ -42,6 +42,9 @@ impl EndpointRecord {
     }
 }
 
+/// A record file's name, the handle the name gives, and what the file holds.
+pub type RecordFile = (String, Option<Handle>, Result<EndpointRecord, IpamError>);
+
 pub struct EndpointStore {
     dir: PathBuf,
 }
@@ -68,6 +71,24 @@ impl EndpointStore {
         let mut out: Vec<EndpointRecord> = list(&self.dir)?.iter().map(|n| read_record(&self.dir.join(n))).collect::<Result<_, _>>()?;
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.container_id.cmp(&b.container_id)));
         Ok(out)
+    }
+
+    /// Every record file: its handle (from the name, when it decodes) and its content (an error
+    /// when corrupt).
+    pub fn files(&self) -> Result<Vec<RecordFile>, IpamError> {
+        Ok(list(&self.dir)?.into_iter().map(|n| (n.clone(), Handle::from_key(&n), read_record(&self.dir.join(&n)))).collect())
+    }
+
+    /// Move a record file aside into `<dataDir>/<network>/quarantine/` (kept, never deleted).
+    pub fn quarantine(&self, file: &str) -> Result<PathBuf, IpamError> {
+        let q = self.dir.parent().expect("under the network dir").join("quarantine");
+        ensure_dir(&q)?;
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        std::fs::rename(self.dir.join(file), q.join(format!("{stamp}-endpoints-{file}")))
+            .map_err(|e| IpamError::io(format!("moving {} into {}", self.dir.join(file).display(), q.display()), e))?;
+        sync_dir(&q)?;
+        sync_dir(&self.dir)?;
+        Ok(q)
     }
 
     /// Handles with a record, from file names alone.
