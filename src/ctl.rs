@@ -111,12 +111,15 @@ fn live_endpoints() -> Result<impl Fn(&podnet_ipam::Handle) -> bool, String> {
     Ok(move |h: &podnet_ipam::Handle| links.contains(&podnet_dataplane::host_veth_name(&h.container_id, &h.ifname)))
 }
 
+fn print_json(v: serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+}
+
 fn ipam_cmd(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, String> {
     if let IpamCmd::Rebuild { force } = cmd {
         return rebuild_cmd(net, *force, output);
     }
     let ipam = network_ipam(net)?;
-    let print_json = |v: serde_json::Value| println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     match cmd {
         IpamCmd::Show => {
             let pools = podnet_ipam::report::show(&ipam).map_err(|e| e.to_string())?;
@@ -216,7 +219,6 @@ fn ipam_cmd(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, String>
 
 /// `ipam rebuild`: the node store of a podnet-ipam network, and the endpoint records of any.
 fn rebuild_cmd(net: &Network, force: bool, output: Output) -> Result<i32, String> {
-    let print_json = |v: serde_json::Value| println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     let (_, cfg) = plugin_view(&net.name, &net.cni_version, &net.plugin)?;
     let endpoints = podnet_plugin::rebuild_endpoints(&cfg, &net.name, force)?;
     let mut rows: Vec<Vec<String>> = endpoints

@@ -16,27 +16,12 @@ fn refused(out: &Outcome, code: u64, needle: &str, what: &str) {
     assert!(!out.raw.contains("panicked"), "{what}: panicked: {}", out.raw);
 }
 
-/// Every path under `root`, relative to it.
-fn tree(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            out.push(p.strip_prefix(root).unwrap().to_path_buf());
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// The node's files outside the state dir and the log: none may appear.
 fn written_outside(node: &Node, state: &Path) -> Vec<PathBuf> {
     let state = state.strip_prefix(node.dir.path()).unwrap();
-    tree(node.dir.path()).into_iter().filter(|p| !(p.starts_with(state) || state.starts_with(p) || p == Path::new("podnet.log"))).collect()
+    let mut paths: Vec<PathBuf> = walk(node.dir.path()).into_iter().map(|(p, _)| p.strip_prefix(node.dir.path()).unwrap().to_path_buf()).collect();
+    paths.sort();
+    paths.into_iter().filter(|p| !(p.starts_with(state) || state.starts_with(p) || p == Path::new("podnet.log"))).collect()
 }
 
 #[test]
@@ -222,12 +207,7 @@ fn corrupt_records_are_refused_with_103_and_rebuilt_from_the_kernel(dataplane: &
     // Pod 2 dies without a DEL: its namespace, and so its veth, is gone.
     let mut pods = pods;
     drop(pods.pop());
-    // The kernel dismantles a deleted namespace asynchronously.
-    let gone = (0..3000).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        node.host_veths().len() == 2
-    });
-    assert!(gone, "the dead pod's veth stays: {:?}", node.host_veths());
+    node.wait_for_host_veths(2);
 
     // Truncated, NUL-filled, checksum-failing.
     let files: Vec<PathBuf> = ips.iter().map(|ip| addr_file(&node, ip)).collect();
@@ -352,11 +332,7 @@ fn corrupt_endpoint_records_of_an_execd_ipam_are_rebuilt_or_dropped() {
     let ip_a = result_ip(&node.add("a", &a, &conf).must());
     node.add("b", &b, &conf).must();
     drop(b);
-    let gone = (0..3000).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        node.host_veths().len() == 1
-    });
-    assert!(gone, "the dead pod's veth stays");
+    node.wait_for_host_veths(1);
     let dir = node.data_dir().join("podnet/endpoints");
     for f in list_dir(&dir) {
         std::fs::write(dir.join(f), [0u8; 64]).unwrap();

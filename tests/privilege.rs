@@ -9,18 +9,9 @@ use std::path::{Path, PathBuf};
 
 /// (path, mode) of everything under `root`, `root` included.
 fn modes(root: &Path) -> Vec<(PathBuf, u32)> {
-    let mut out = vec![(root.to_path_buf(), std::fs::metadata(root).unwrap().permissions().mode() & 0o7777)];
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let meta = e.metadata().unwrap();
-            out.push((e.path(), meta.permissions().mode() & 0o7777));
-            if meta.is_dir() {
-                stack.push(e.path());
-            }
-        }
-    }
-    out
+    let mut all = vec![(root.to_path_buf(), std::fs::metadata(root).unwrap())];
+    all.extend(walk(root));
+    all.into_iter().map(|(p, m)| (p, m.permissions().mode() & 0o7777)).collect()
 }
 
 #[test]
@@ -84,27 +75,17 @@ fn state_and_logs_are_root_only_and_hold_no_secret() {
 fn no_shell_commands_are_built_from_input() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut found = Vec::new();
-    let mut stack = vec![root.join("src"), root.join("crates")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                if !p.ends_with("tests") && !p.ends_with("target") {
-                    stack.push(p);
-                }
-                continue;
-            }
-            if p.extension().is_none_or(|x| x != "rs") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&p).unwrap();
-            // Unit tests (the `#[cfg(test)] mod tests` at a file's end) may run tools; shipped
-            // code may not.
-            let shipped = text.split("#[cfg(test)]\nmod tests").next().unwrap();
-            for needle in ["Command::new", "process::Command", "std::process::{", "\"sh\"", "\"bash\"", "\"-c\"", "system(", "execv", "posix_spawn", "fork("] {
-                if shipped.contains(needle) {
-                    found.push(format!("{} uses {needle}", p.strip_prefix(root).unwrap().display()));
-                }
+    let sources = walk(&root.join("src")).into_iter().chain(walk(&root.join("crates"))).map(|(p, _)| p);
+    // Integration tests and build output are not shipped.
+    let shipped_files = sources.filter(|p| p.extension().is_some_and(|x| x == "rs") && !p.components().any(|c| c.as_os_str() == "tests" || c.as_os_str() == "target"));
+    for p in shipped_files {
+        let text = std::fs::read_to_string(&p).unwrap();
+        // Unit tests (the `#[cfg(test)] mod tests` at a file's end) may run tools; shipped
+        // code may not.
+        let shipped = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        for needle in ["Command::new", "process::Command", "std::process::{", "\"sh\"", "\"bash\"", "\"-c\"", "system(", "execv", "posix_spawn", "fork("] {
+            if shipped.contains(needle) {
+                found.push(format!("{} uses {needle}", p.strip_prefix(root).unwrap().display()));
             }
         }
     }

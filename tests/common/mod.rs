@@ -264,6 +264,15 @@ impl Node {
     pub fn host_veths(&self) -> Vec<String> {
         self.ns.links().into_iter().filter(|l| l.starts_with("pn")).collect()
     }
+    /// Wait until `n` host veths are left: the kernel dismantles a deleted pod namespace (and the
+    /// veth pair with it) asynchronously.
+    pub fn wait_for_host_veths(&self, n: usize) {
+        let done = (0..3000).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            self.host_veths().len() == n
+        });
+        assert!(done, "still {:?}, waiting for {n}", self.host_veths());
+    }
 
     /// Run a conflist as libcni does: ADD in order passing prevResult, DEL in reverse with the
     /// cached result. Returns the final result (ADD) or the first failure.
@@ -324,6 +333,22 @@ pub fn list_dir(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// Every path under `root` (not `root` itself), with its metadata; symlinks are not followed.
+pub fn walk(root: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+            out.push((e.path(), meta));
+        }
+    }
+    out
 }
 
 pub fn merge(base: &mut Value, extra: Value) {

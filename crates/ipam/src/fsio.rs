@@ -133,6 +133,25 @@ pub fn write_hint(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)
 }
 
+/// Keep a corrupt state file out of the way without losing it: move `dir/name` (or, with `copy`,
+/// a durable copy of it, for a file about to be rewritten in place) into `quarantine`, named
+/// `<unix secs>-<dir's name>-<name>`. Returns the quarantine directory.
+pub fn quarantine(dir: &Path, name: &str, quarantine: &Path, copy: bool) -> Result<PathBuf, IpamError> {
+    ensure_dir(quarantine)?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let from = dir.file_name().and_then(|n| n.to_str()).unwrap_or("x");
+    let to = format!("{stamp}-{from}-{name}");
+    if copy {
+        let bytes = fs::read(dir.join(name)).map_err(|e| IpamError::io(format!("reading {}", dir.join(name).display()), e))?;
+        atomic_write(quarantine, &to, &bytes)?;
+    } else {
+        fs::rename(dir.join(name), quarantine.join(&to)).map_err(|e| IpamError::io(format!("moving {} into {}", dir.join(name).display(), quarantine.display()), e))?;
+        sync_dir(quarantine)?;
+        sync_dir(dir)?;
+    }
+    Ok(quarantine.to_path_buf())
+}
+
 /// Remove `dir/name`; a file already gone is fine (DEL is idempotent). The caller syncs the dir.
 pub fn remove(dir: &Path, name: &str) -> Result<bool, IpamError> {
     match fs::remove_file(dir.join(name)) {

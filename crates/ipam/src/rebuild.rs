@@ -10,7 +10,7 @@
 use crate::allocator::Span;
 use crate::config::Source;
 use crate::error::IpamError;
-use crate::fsio::{self, atomic_write, encode_record, ensure_dir, read_record, sync_dir};
+use crate::fsio::{self, atomic_write, encode_record, read_record};
 use crate::model::{now_rfc3339, Allocation, BlockLease, Claim, ClaimAs, ClaimOutcome, Handle};
 use crate::node::AddrEntry;
 use crate::Ipam;
@@ -77,21 +77,8 @@ pub fn rebuild(
         return Ok(RebuildReport { repairs, quarantine });
     }
     let _lock = node.lock()?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let keep = |dir: &Path, file: &str, copy: bool| -> Result<(), IpamError> {
-        ensure_dir(&quarantine)?;
-        let from = dir.file_name().and_then(|n| n.to_str()).unwrap_or("x");
-        let to = format!("{stamp}-{from}-{file}");
-        if copy {
-            // The file is rewritten in place next: keep its bytes first.
-            let bytes = std::fs::read(dir.join(file)).map_err(|e| IpamError::io(format!("reading {}", dir.join(file).display()), e))?;
-            atomic_write(&quarantine, &to, &bytes)
-        } else {
-            std::fs::rename(dir.join(file), quarantine.join(&to)).map_err(|e| IpamError::io(format!("moving {} into {}", dir.join(file).display(), quarantine.display()), e))?;
-            sync_dir(&quarantine)?;
-            sync_dir(dir)
-        }
-    };
+    // `copy` for a file rewritten in place next: its bytes are kept first.
+    let keep = |dir: &Path, file: &str, copy: bool| fsio::quarantine(dir, file, &quarantine, copy).map(|_| ());
 
     // Read everything first; change nothing until the namespace check below has passed.
     let blocks_dir = node.dir().join("blocks");

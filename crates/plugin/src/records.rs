@@ -81,14 +81,7 @@ impl EndpointStore {
 
     /// Move a record file aside into `<dataDir>/<network>/quarantine/` (kept, never deleted).
     pub fn quarantine(&self, file: &str) -> Result<PathBuf, IpamError> {
-        let q = self.dir.parent().expect("under the network dir").join("quarantine");
-        ensure_dir(&q)?;
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        std::fs::rename(self.dir.join(file), q.join(format!("{stamp}-endpoints-{file}")))
-            .map_err(|e| IpamError::io(format!("moving {} into {}", self.dir.join(file).display(), q.display()), e))?;
-        sync_dir(&q)?;
-        sync_dir(&self.dir)?;
-        Ok(q)
+        podnet_ipam::fsio::quarantine(&self.dir, file, &self.dir.parent().expect("under the network dir").join("quarantine"), false)
     }
 
     /// Handles with a record, from file names alone.
