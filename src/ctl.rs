@@ -85,7 +85,11 @@ pub struct Network {
 
 /// A conflist's podnet plugin as a runtime hands it over (network name and cniVersion injected),
 /// validated the way the plugin validates it.
-pub fn plugin_view(name: &str, cni_version: &str, plugin: &Value) -> Result<(podnet_cni::NetConf, podnet_plugin::config::PluginConfig), String> {
+pub fn plugin_view(
+    name: &str,
+    cni_version: &str,
+    plugin: &Value,
+) -> Result<(podnet_cni::NetConf, podnet_plugin::config::PluginConfig), String> {
     let mut conf = plugin.clone();
     conf["name"] = Value::from(name);
     conf["cniVersion"] = Value::from(cni_version);
@@ -107,7 +111,8 @@ fn network_ipam(net: &Network) -> Result<podnet_ipam::Ipam, String> {
 /// Whether an attachment's endpoint exists here: its host veth is a link of this namespace.
 fn live_endpoints() -> Result<impl Fn(&podnet_ipam::Handle) -> bool, String> {
     let mut nl = podnet_dataplane::Netlink::open().map_err(|e| format!("opening netlink: {e}"))?;
-    let links: std::collections::HashSet<String> = nl.links().map_err(|e| e.to_string())?.into_iter().map(|l| l.name).collect();
+    let links: std::collections::HashSet<String> =
+        nl.links().map_err(|e| e.to_string())?.into_iter().map(|l| l.name).collect();
     Ok(move |h: &podnet_ipam::Handle| links.contains(&podnet_dataplane::host_veth_name(&h.container_id, &h.ifname)))
 }
 
@@ -144,7 +149,24 @@ fn ipam_cmd(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, String>
                         ]
                     })
                     .collect();
-                print!("{}", table(&["POOL", "CIDR", "SOURCE", "BLOCK", "CAPACITY", "BLOCKS BY NODE", "FREE BLOCKS", "USED HERE", "FREE HERE", "BORROWED"], &rows));
+                print!(
+                    "{}",
+                    table(
+                        &[
+                            "POOL",
+                            "CIDR",
+                            "SOURCE",
+                            "BLOCK",
+                            "CAPACITY",
+                            "BLOCKS BY NODE",
+                            "FREE BLOCKS",
+                            "USED HERE",
+                            "FREE HERE",
+                            "BORROWED"
+                        ],
+                        &rows
+                    )
+                );
             }
             Ok(0)
         }
@@ -154,19 +176,32 @@ fn ipam_cmd(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, String>
             // Borrowing a pool allows is no problem, but each borrowed address is a route of its own.
             let borrowed = podnet_ipam::report::borrowed(&ipam).map_err(|e| e.to_string())?;
             if output == Output::Json {
-                print_json(serde_json::json!({"network": net.name, "node": ipam.config().node, "problems": problems, "borrowed": borrowed}));
+                print_json(
+                    serde_json::json!({"network": net.name, "node": ipam.config().node, "problems": problems, "borrowed": borrowed}),
+                );
             } else {
                 if problems.is_empty() {
                     println!("ipam check: no problems on node {}", ipam.config().node);
                 } else {
-                    let rows: Vec<Vec<String>> = problems.iter().map(|p| vec![format!("{:?}", p.kind).to_lowercase(), p.detail.clone()]).collect();
+                    let rows: Vec<Vec<String>> = problems
+                        .iter()
+                        .map(|p| vec![format!("{:?}", p.kind).to_lowercase(), p.detail.clone()])
+                        .collect();
                     print!("{}", table(&["PROBLEM", "DETAIL"], &rows));
                 }
                 if !borrowed.is_empty() {
                     println!("borrowed addresses (allowBorrowing; each is a /32 or /128 route of its own):");
                     let rows: Vec<Vec<String>> = borrowed
                         .iter()
-                        .map(|b| vec![b.ip.to_string(), b.block.to_string(), b.owner.clone().unwrap_or_else(|| "-".into()), b.borrower.clone(), b.handle.key()])
+                        .map(|b| {
+                            vec![
+                                b.ip.to_string(),
+                                b.block.to_string(),
+                                b.owner.clone().unwrap_or_else(|| "-".into()),
+                                b.borrower.clone(),
+                                b.handle.key(),
+                            ]
+                        })
                         .collect();
                     print!("{}", table(&["ADDRESS", "BLOCK", "OWNER", "BORROWER", "HANDLE"], &rows));
                 }
@@ -178,9 +213,15 @@ fn ipam_cmd(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, String>
             let live = live_endpoints()?;
             match podnet_ipam::report::release_address(&ipam, *ip, *force, &live).map_err(|e| e.to_string())? {
                 Ok(handles) if handles.is_empty() => println!("{ip} was not allocated"),
-                Ok(handles) => println!("released {ip} (held by {})", handles.iter().map(|h| h.key()).collect::<Vec<_>>().join(", ")),
+                Ok(handles) => println!(
+                    "released {ip} (held by {})",
+                    handles.iter().map(|h| h.key()).collect::<Vec<_>>().join(", ")
+                ),
                 Err(holder) => {
-                    eprintln!("podnetctl: {ip} is in use by the live endpoint {}; DEL it, or pass --force", holder.key());
+                    eprintln!(
+                        "podnetctl: {ip} is in use by the live endpoint {}; DEL it, or pass --force",
+                        holder.key()
+                    );
                     return Ok(1);
                 }
             }
@@ -224,8 +265,12 @@ fn rebuild_cmd(net: &Network, force: bool, output: Output) -> Result<i32, String
     let mut rows: Vec<Vec<String>> = endpoints
         .iter()
         .map(|r| match r {
-            podnet_plugin::EndpointRepair::EndpointRestored { handle } => vec!["restored".into(), "-".into(), format!("endpoint record of {}: its veth is live", handle.key())],
-            podnet_plugin::EndpointRepair::EndpointDropped { file } => vec!["dropped".into(), "-".into(), format!("endpoint record {file}: no endpoint on this node")],
+            podnet_plugin::EndpointRepair::EndpointRestored { handle } => {
+                vec!["restored".into(), "-".into(), format!("endpoint record of {}: its veth is live", handle.key())]
+            }
+            podnet_plugin::EndpointRepair::EndpointDropped { file } => {
+                vec!["dropped".into(), "-".into(), format!("endpoint record {file}: no endpoint on this node")]
+            }
         })
         .collect();
     if !cfg.ipam_in_process {
@@ -242,8 +287,13 @@ fn rebuild_cmd(net: &Network, force: bool, output: Output) -> Result<i32, String
     let report = podnet_plugin::rebuild(&cfg, &ipam, force)?;
     if output == Output::Json {
         let mut repairs = serde_json::to_value(&report.repairs).expect("json");
-        repairs.as_array_mut().expect("a list").extend(endpoints.iter().map(|r| serde_json::to_value(r).expect("json")));
-        print_json(serde_json::json!({"network": net.name, "node": ipam.config().node, "repairs": repairs, "quarantine": report.quarantine}));
+        repairs
+            .as_array_mut()
+            .expect("a list")
+            .extend(endpoints.iter().map(|r| serde_json::to_value(r).expect("json")));
+        print_json(
+            serde_json::json!({"network": net.name, "node": ipam.config().node, "repairs": repairs, "quarantine": report.quarantine}),
+        );
     } else if report.repairs.is_empty() && rows.is_empty() {
         println!("ipam rebuild: every record of node {} reads back; nothing to do", ipam.config().node);
     } else {
@@ -271,7 +321,8 @@ fn rebuild_cmd(net: &Network, force: bool, output: Output) -> Result<i32, String
 pub fn load_network(path: &Path) -> Result<Network, String> {
     let text = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let v: Value = serde_json::from_slice(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
-    let name = v.get("name").and_then(Value::as_str).ok_or_else(|| format!("{} has no network name", path.display()))?;
+    let name =
+        v.get("name").and_then(Value::as_str).ok_or_else(|| format!("{} has no network name", path.display()))?;
     let cni_version = v.get("cniVersion").and_then(Value::as_str).unwrap_or("1.0.0").to_string();
     podnet_cni::config::validate_network_name(name).map_err(|e| format!("{}: {e}", path.display()))?;
     let plugins: Vec<&Value> = match v.get("plugins").and_then(Value::as_array) {
@@ -294,7 +345,10 @@ fn default_config() -> Result<PathBuf, String> {
         .filter(|p| p.extension().is_some_and(|x| x == "conflist" || x == "conf"))
         .collect();
     files.sort();
-    files.into_iter().find(|p| load_network(p).is_ok()).ok_or_else(|| format!("no conflist with a podnet plugin in {}; pass --config", dir.display()))
+    files
+        .into_iter()
+        .find(|p| load_network(p).is_ok())
+        .ok_or_else(|| format!("no conflist with a podnet plugin in {}; pass --config", dir.display()))
 }
 
 pub fn main() -> i32 {
@@ -331,7 +385,11 @@ fn run(cli: &Cli) -> Result<i32, String> {
             let net = load_network(&path)?;
             let eps = podnet_plugin::endpoints(&net.plugin, &net.name)?;
             match cli.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({"network": net.name, "endpoints": eps})).expect("json")),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"network": net.name, "endpoints": eps}))
+                        .expect("json")
+                ),
                 Output::Table => print!("{}", inspect_table(&eps)),
             }
             Ok(0)

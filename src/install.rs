@@ -159,7 +159,10 @@ pub fn install(a: &InstallArgs, config: Option<&Path>) -> Result<i32, String> {
     podnet_plugins(&list).map_err(|e| format!("invalid network config: {e}"))?;
     let source = match &a.source_dir {
         Some(d) => d.clone(),
-        None => std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).ok_or("cannot tell where podnetctl is; pass --source-dir")?,
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .ok_or("cannot tell where podnetctl is; pass --source-dir")?,
     };
     let mut lines = Vec::new();
     for plugin in PLUGINS {
@@ -195,14 +198,23 @@ pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, String
     };
     // What podnet owns comes from its own conflist; without one, only the binaries are known.
     if let Ok(bytes) = fs::read(&conf_path) {
-        let list: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{} is not JSON: {e}", conf_path.display()))?;
+        let list: Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{} is not JSON: {e}", conf_path.display()))?;
         let plugins = podnet_plugins(&list).map_err(|e| format!("{}: {e}", conf_path.display()))?;
         let network = list["name"].as_str().unwrap_or_default().to_string();
         for (_, cfg) in &plugins {
-            let plugin_obj = list["plugins"].as_array().and_then(|l| l.iter().find(|p| p["type"] == "podnet")).cloned().unwrap_or_default();
+            let plugin_obj = list["plugins"]
+                .as_array()
+                .and_then(|l| l.iter().find(|p| p["type"] == "podnet"))
+                .cloned()
+                .unwrap_or_default();
             let live = match podnet_plugin::endpoints(&plugin_obj, &network) {
                 Ok(live) => live,
-                Err(e) if !a.force => return Err(format!("cannot tell which endpoints are live ({e}); pass --force to remove podnet anyway")),
+                Err(e) if !a.force => {
+                    return Err(format!(
+                        "cannot tell which endpoints are live ({e}); pass --force to remove podnet anyway"
+                    ))
+                }
                 Err(_) => Vec::new(),
             };
             if !live.is_empty() && !a.force {
@@ -213,10 +225,13 @@ pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, String
             }
             if let podnet_dataplane::Mode::Bridge { bridge, .. } = &cfg.mode {
                 let mut nl = podnet_dataplane::Netlink::open().map_err(|e| format!("opening netlink: {e}"))?;
-                let found = nl.link_by_name(bridge).map_err(|e| e.to_string())?.filter(|l| l.kind.as_deref() == Some("bridge"));
+                let found =
+                    nl.link_by_name(bridge).map_err(|e| e.to_string())?.filter(|l| l.kind.as_deref() == Some("bridge"));
                 // A bridge that still has ports serves something else too: leave it.
                 let ports = match &found {
-                    Some(b) => nl.links().map_err(|e| e.to_string())?.iter().filter(|l| l.master == Some(b.index)).count(),
+                    Some(b) => {
+                        nl.links().map_err(|e| e.to_string())?.iter().filter(|l| l.master == Some(b.index)).count()
+                    }
                     None => 0,
                 };
                 if found.is_some() && ports > 0 {
@@ -232,13 +247,17 @@ pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, String
             }
             remove_path(&cfg.data_dir.join(&network), &mut lines)?;
             if cfg.ipam_in_process {
-                let ipam_cfg = podnet_ipam::IpamConfig::parse(&cfg.ipam, Some(&cfg.data_dir)).map_err(|e| e.to_string())?;
+                let ipam_cfg =
+                    podnet_ipam::IpamConfig::parse(&cfg.ipam, Some(&cfg.data_dir)).map_err(|e| e.to_string())?;
                 remove_path(&ipam_cfg.data_dir.join(&network), &mut lines)?;
                 if ipam_cfg.etcd.is_none() && ipam_cfg.store.path.is_none() {
                     // The default cluster store is this node's alone.
                     remove_path(&ipam_cfg.local_cluster_dir().join(&network), &mut lines)?;
                 } else if dry {
-                    lines.push(format!("would hand back the blocks node {} leases in the shared cluster store", ipam_cfg.node));
+                    lines.push(format!(
+                        "would hand back the blocks node {} leases in the shared cluster store",
+                        ipam_cfg.node
+                    ));
                 } else {
                     // A shared store (etcd, or a path several nodes use) keeps the other nodes'
                     // leases: only this node's go back.

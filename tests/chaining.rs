@@ -31,7 +31,8 @@ fn connect_from(ns: &Netns, addr: String) -> String {
     let f = std::fs::File::open(ns.path()).unwrap();
     std::thread::spawn(move || {
         assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-        let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), std::time::Duration::from_secs(5)).expect("connect");
+        let mut s =
+            TcpStream::connect_timeout(&addr.parse().unwrap(), std::time::Duration::from_secs(5)).expect("connect");
         s.write_all(b"ping").unwrap();
         let mut out = String::new();
         s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();

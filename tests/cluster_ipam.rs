@@ -29,7 +29,9 @@ fn until_not_11(mut call: impl FnMut() -> Outcome) -> Outcome {
 /// The cluster store's leases, read from inside the node (where etcd listens).
 fn leases(node: &Node, conf: &Value) -> Vec<podnet_ipam::BlockLease> {
     let cfg = podnet_ipam::IpamConfig::parse(&conf["ipam"], None).unwrap();
-    in_netns(&node.ns, || podnet_ipam::Ipam::new(cfg, "cluster", podnet_ipam::Reservation::GatewayPerBlock).cluster().leases().unwrap())
+    in_netns(&node.ns, || {
+        podnet_ipam::Ipam::new(cfg, "cluster", podnet_ipam::Reservation::GatewayPerBlock).cluster().leases().unwrap()
+    })
 }
 
 /// Three nodes add 100 pods each at once through the podnet-ipam plugin: 300 distinct addresses,
@@ -44,7 +46,17 @@ fn three_nodes_concurrently(node: &Node, store: Value) {
             .enumerate()
             .map(|(n, conf)| {
                 let netns = &netns;
-                s.spawn(move || (0..100).map(|i| result_ip(&node.call(PODNET_IPAM, "ADD", &format!("n{n}-pod{i}"), Some(netns), "eth0", conf).must())).collect())
+                s.spawn(move || {
+                    (0..100)
+                        .map(|i| {
+                            result_ip(
+                                &node
+                                    .call(PODNET_IPAM, "ADD", &format!("n{n}-pod{i}"), Some(netns), "eth0", conf)
+                                    .must(),
+                            )
+                        })
+                        .collect()
+                })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -82,7 +94,8 @@ fn an_etcd_outage_gives_code_11_and_leaves_nothing_and_adds_inside_own_blocks_ke
     let node = Node::new();
     let mut etcd = Etcd::start_in(&node.ns);
     // /29 blocks hold 5 pods each on a bridge; a pod past the fifth needs a new block from etcd.
-    let conf = node.podnet_conf(json!({"ipam": {"store": {"type": "etcd", "endpoints": [etcd.url()], "timeoutMs": 2000},
+    let conf = node
+        .podnet_conf(json!({"ipam": {"store": {"type": "etcd", "endpoints": [etcd.url()], "timeoutMs": 2000},
         "pools": [{"name": "pods", "cidr": "10.71.0.0/24", "blockSize": 29}]}}));
     let pods: Vec<Netns> = (0..7).map(|i| Netns::new(&format!("o{i}"))).collect();
     for (i, p) in pods.iter().enumerate().take(3) {
@@ -128,9 +141,23 @@ fn exhaustion_and_namespace_pools_on_etcd() {
     assert!(msg.contains("small (10.72.0.0/28)") && msg.contains("node b"), "{msg}");
     // team-a pods come from the team pool; other namespaces never do.
     let args = |ns: &str| format!("K8S_POD_NAMESPACE={ns}");
-    let team = node.call_env(PODNET_IPAM, "ADD", &[("CNI_CONTAINERID", "t1"), ("CNI_IFNAME", "eth0"), ("CNI_ARGS", &args("team-a"))], Some(&ns), &b).must();
+    let team = node
+        .call_env(
+            PODNET_IPAM,
+            "ADD",
+            &[("CNI_CONTAINERID", "t1"), ("CNI_IFNAME", "eth0"), ("CNI_ARGS", &args("team-a"))],
+            Some(&ns),
+            &b,
+        )
+        .must();
     assert!(result_ip(&team).starts_with("10.73.0."), "{team}");
-    let other = node.call_env(PODNET_IPAM, "ADD", &[("CNI_CONTAINERID", "t2"), ("CNI_IFNAME", "eth0"), ("CNI_ARGS", &args("other"))], Some(&ns), &b);
+    let other = node.call_env(
+        PODNET_IPAM,
+        "ADD",
+        &[("CNI_CONTAINERID", "t2"), ("CNI_IFNAME", "eth0"), ("CNI_ARGS", &args("other"))],
+        Some(&ns),
+        &b,
+    );
     assert_eq!(other.code(), 100, "the open pool is full and the team pool is not theirs: {}", other.raw);
     // Everything lives under <prefix>/<network>/ in etcd.
     assert!(leases(&node, &a).iter().all(|l| l.block.to_string().starts_with("10.7")));
@@ -174,7 +201,10 @@ fn killing_etcd_during_concurrent_adds_fails_only_with_code_11_and_leaves_only_s
     let (mut ok, mut unavailable) = (0, 0);
     for (n, per_node) in outcomes.iter().enumerate() {
         let store_dir = node.dir.path().join(format!("k{}", n + 1)).join("cluster/ipam/addrs");
-        let held: HashSet<String> = list_dir(&store_dir).into_iter().map(|f| f.split_once('_').unwrap().1.split(':').next().unwrap().to_string()).collect();
+        let held: HashSet<String> = list_dir(&store_dir)
+            .into_iter()
+            .map(|f| f.split_once('_').unwrap().1.split(':').next().unwrap().to_string())
+            .collect();
         for (cid, out) in per_node {
             if out.ok {
                 ok += 1;
@@ -201,13 +231,23 @@ fn etcd_over_tls_with_a_client_certificate() {
     let etcd = Etcd::start_tls_in(&node.ns, &pki);
     let pools = json!([{"name": "pods", "cidr": "10.75.0.0/24", "blockSize": 28}]);
     let tls = json!({"ca": pki.path("ca.pem"), "cert": pki.path("client.pem"), "key": pki.path("client.key")});
-    let conf = ipam_conf(&node, "t1", &json!({"type": "etcd", "endpoints": [etcd.url()], "tls": tls, "timeoutMs": 5000}), pools.clone());
+    let conf = ipam_conf(
+        &node,
+        "t1",
+        &json!({"type": "etcd", "endpoints": [etcd.url()], "tls": tls, "timeoutMs": 5000}),
+        pools.clone(),
+    );
     let ns = node.ns.path();
     let r = node.call(PODNET_IPAM, "ADD", "tls-1", Some(&ns), "eth0", &conf).must();
     assert!(result_ip(&r).starts_with("10.75.0."));
     assert_eq!(leases(&node, &conf).len(), 1, "the lease went through TLS");
     // Without a client certificate the server refuses: try again later, nothing allocated.
-    let no_cert = ipam_conf(&node, "t2", &json!({"type": "etcd", "endpoints": [etcd.url()], "tls": {"ca": pki.path("ca.pem")}, "timeoutMs": 1000}), pools);
+    let no_cert = ipam_conf(
+        &node,
+        "t2",
+        &json!({"type": "etcd", "endpoints": [etcd.url()], "tls": {"ca": pki.path("ca.pem")}, "timeoutMs": 1000}),
+        pools,
+    );
     let e = node.call(PODNET_IPAM, "ADD", "tls-2", Some(&ns), "eth0", &no_cert);
     assert_eq!(e.code(), 11, "{}", e.raw);
     assert!(list_dir(&node.dir.path().join("t2/cluster/ipam/addrs")).is_empty());
@@ -290,12 +330,14 @@ fn borrowing_race(node: &Node, store: Value) {
         let spawn = |who: &'static str, conf: &Value, from: usize| {
             let (pods, conf) = (&pods, conf.clone());
             s.spawn(move || {
-                (0..5).map(|i| {
-                    let cid = format!("{who}r{i}");
-                    let pod = &pods[from + i];
-                    let out = node.add(&cid, pod, &conf);
-                    (cid, pod, out)
-                }).collect::<Vec<_>>()
+                (0..5)
+                    .map(|i| {
+                        let cid = format!("{who}r{i}");
+                        let pod = &pods[from + i];
+                        let out = node.add(&cid, pod, &conf);
+                        (cid, pod, out)
+                    })
+                    .collect::<Vec<_>>()
             })
         };
         let (ta, tb) = (spawn("a", &a, 11), spawn("b", &b, 16));
@@ -349,7 +391,8 @@ fn borrowing_race(node: &Node, store: Value) {
 #[test]
 fn borrowing_on_a_bridge_is_refused_with_a_clear_error() {
     let node = Node::new();
-    let conf = node.podnet_conf(json!({"ipam": {"pools": [{"name": "p", "cidr": "10.77.0.0/24", "allowBorrowing": true}]}}));
+    let conf =
+        node.podnet_conf(json!({"ipam": {"pools": [{"name": "p", "cidr": "10.77.0.0/24", "allowBorrowing": true}]}}));
     let pod = Netns::new("bb");
     let e = node.add("bb", &pod, &conf);
     assert_eq!(e.code(), 7, "{}", e.raw);

@@ -13,10 +13,14 @@ fn parallel_adds_get_distinct_addresses_and_parallel_dels_empty_the_store() {
     let conf = node.podnet_conf(json!({"ipam": {"pools": [{"name": "par", "cidr": "10.50.0.0/16", "blockSize": 27}]}}));
     let pods: Vec<Netns> = (0..PODS).map(|i| Netns::new(&format!("q{i}"))).collect();
     let results: Vec<Outcome> = std::thread::scope(|s| {
-        let handles: Vec<_> = pods.iter().enumerate().map(|(i, p)| {
-            let (node, conf) = (&node, &conf);
-            s.spawn(move || node.add(&format!("par-{i}"), p, conf))
-        }).collect();
+        let handles: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let (node, conf) = (&node, &conf);
+                s.spawn(move || node.add(&format!("par-{i}"), p, conf))
+            })
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let ips: HashSet<String> = results.into_iter().map(|r| result_ip(&r.must())).collect();
@@ -57,7 +61,8 @@ fn churn(node: &Node, confs: &[serde_json::Value], workers: usize, ops: usize) {
             // Empty blocks go back while ADDs run (grace 0), so leasing and handing back race too.
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
-                let (code, out) = podnetctl(node, lists[n % lists.len()].path(), &["ipam", "release", "--empty-blocks"]);
+                let (code, out) =
+                    podnetctl(node, lists[n % lists.len()].path(), &["ipam", "release", "--empty-blocks"]);
                 assert_eq!(code, 0, "{out}");
                 n += 1;
                 std::thread::sleep(std::time::Duration::from_millis(50));

@@ -11,7 +11,15 @@ use common::*;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 
-const ADD_POINTS: &[&str] = &["add-after-reserve", "store-after-write", "store-after-rename", "add-after-record", "add-after-veth", "add-after-address", "add-after-routes"];
+const ADD_POINTS: &[&str] = &[
+    "add-after-reserve",
+    "store-after-write",
+    "store-after-rename",
+    "add-after-record",
+    "add-after-veth",
+    "add-after-address",
+    "add-after-routes",
+];
 const DEL_POINTS: &[&str] = &["del-after-teardown", "store-after-unlink", "del-after-release"];
 /// Four /28 blocks of 13 pods on a bridge.
 const CAPACITY: usize = 52;
@@ -94,7 +102,8 @@ impl Churn<'_> {
 }
 
 fn seed() -> u64 {
-    let seed = std::env::var("PODNET_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
+    let seed =
+        std::env::var("PODNET_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
     eprintln!("crash test seed {seed} (replay with PODNET_CRASH_SEED={seed})");
     seed
 }
@@ -116,11 +125,18 @@ fn assert_no_duplicates(pods: &[Netns]) -> usize {
 
 fn crash_churn(killer: impl FnOnce(&Node, &Value) -> Killer) {
     let node = Node::new();
-    let conf = node.podnet_conf(json!({"ipam": {"pools": [{"name": "pods", "cidr": "10.80.0.0/26", "blockSize": 28}]}}));
+    let conf =
+        node.podnet_conf(json!({"ipam": {"pools": [{"name": "pods", "cidr": "10.80.0.0/26", "blockSize": 28}]}}));
     let killer = killer(&node, &conf);
     let pods: Vec<Netns> = (0..12).map(|i| Netns::new(&format!("k{i}"))).collect();
     let mut live: Vec<Option<String>> = vec![None; pods.len()];
-    let mut churn = Churn { node: &node, conf: conf.clone(), rng: fastrand::Rng::with_seed(seed()), killer, tally: Tally::default() };
+    let mut churn = Churn {
+        node: &node,
+        conf: conf.clone(),
+        rng: fastrand::Rng::with_seed(seed()),
+        killer,
+        tally: Tally::default(),
+    };
     let n = iterations();
     for i in 0..n {
         let slot = churn.rng.usize(..pods.len());
@@ -150,7 +166,10 @@ fn crash_churn(killer: impl FnOnce(&Node, &Value) -> Killer) {
         }
     }
     let t = &churn.tally;
-    eprintln!("{n} iterations: {} plugin calls, {} killed, {} failed with a CNI error, {} succeeded", t.calls, t.killed, t.failed, t.ok);
+    eprintln!(
+        "{n} iterations: {} plugin calls, {} killed, {} failed with a CNI error, {} succeeded",
+        t.calls, t.killed, t.failed, t.ok
+    );
     assert!(t.killed > n / 4, "the crashes happened");
 
     // No address twice; each live pod carries exactly what the store says; no stray veth.
@@ -182,7 +201,9 @@ fn crash_churn(killer: impl FnOnce(&Node, &Value) -> Killer) {
     let pod = podnet_ipam::PodInfo::default();
     let mut got = HashSet::new();
     for i in 0..CAPACITY {
-        let a = ipam.allocate(&podnet_ipam::Handle::new(&format!("cap{i}"), "eth0"), &pod).unwrap_or_else(|e| panic!("address {i} of {CAPACITY}: {e}"));
+        let a = ipam
+            .allocate(&podnet_ipam::Handle::new(&format!("cap{i}"), "eth0"), &pod)
+            .unwrap_or_else(|e| panic!("address {i} of {CAPACITY}: {e}"));
         assert!(got.insert(a.allocations[0].address.addr()));
     }
     let e = ipam.allocate(&podnet_ipam::Handle::new("one-more", "eth0"), &pod).unwrap_err();

@@ -76,9 +76,11 @@ fn bridge_pods_in_different_blocks_reach_each_other() {
     // /29 blocks hold 5 pods each (network, gateway and broadcast are kept), so 7 pods need two
     // blocks; each block's gateway sits on the bridge.
     let node = Node::new();
-    let conf = node.podnet_conf(json!({"ipam": {"pools": [{"name": "small", "cidr": "10.60.0.0/24", "blockSize": 29}]}}));
+    let conf =
+        node.podnet_conf(json!({"ipam": {"pools": [{"name": "small", "cidr": "10.60.0.0/24", "blockSize": 29}]}}));
     let pods: Vec<Netns> = (0..7).map(|i| Netns::new(&format!("p{i}"))).collect();
-    let ips: Vec<String> = pods.iter().enumerate().map(|(i, p)| result_ip(&node.add(&format!("c{i}"), p, &conf).must())).collect();
+    let ips: Vec<String> =
+        pods.iter().enumerate().map(|(i, p)| result_ip(&node.add(&format!("c{i}"), p, &conf).must())).collect();
     let gws = node.ns.addrs4("podnet0");
     assert_eq!(gws, vec!["10.60.0.1", "10.60.0.9"], "one gateway per block");
     assert!(ips[6].starts_with("10.60.0.1"), "the 6th+ pod is in the second block: {ips:?}");
@@ -126,7 +128,12 @@ fn check_reports_a_missing_route_and_a_missing_veth() {
         let e = check();
         assert_eq!(e.code(), 104, "{dataplane}: {}", e.raw);
         assert!(e.json["msg"].as_str().unwrap().contains("default route"), "{}", e.raw);
-        let veth = r["interfaces"].as_array().unwrap().iter().find(|i| i["name"].as_str().unwrap().starts_with("pn")).unwrap()["name"].as_str().unwrap().to_string();
+        let veth =
+            r["interfaces"].as_array().unwrap().iter().find(|i| i["name"].as_str().unwrap().starts_with("pn")).unwrap()
+                ["name"]
+                .as_str()
+                .unwrap()
+                .to_string();
         node.ns.exec(&["ip", "link", "del", &veth]);
         let e = check();
         assert_eq!(e.code(), 104);
@@ -150,7 +157,18 @@ fn dual_stack_pods_reach_each_other_over_ipv4_and_ipv6_in_both_dataplanes() {
         assert_eq!(node.ns.exec(&["cat", "/proc/sys/net/ipv6/conf/all/forwarding"]).trim(), "1");
         assert_eq!(node.ns.exec(&["cat", "/proc/sys/net/ipv6/conf/up0/accept_ra"]).trim(), "2");
         let rb = node.add("ds-b", &b, &conf).must();
-        let v6 = |r: &serde_json::Value| r["ips"].as_array().unwrap().iter().find_map(|i| i["address"].as_str().filter(|s| s.contains(':'))).unwrap().split('/').next().unwrap().to_string();
+        let v6 = |r: &serde_json::Value| {
+            r["ips"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find_map(|i| i["address"].as_str().filter(|s| s.contains(':')))
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string()
+        };
         assert_eq!(ra["ips"].as_array().unwrap().len(), 2, "{dataplane}: one address per family");
         assert_eq!(ra["routes"].as_array().unwrap().len(), 2, "{dataplane}: a default route per family");
         let (a6, b6) = (v6(&ra), v6(&rb));

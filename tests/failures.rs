@@ -8,7 +8,8 @@ use serde_json::json;
 fn exhausted_pool_fails_with_code_100_and_leaves_nothing() {
     let node = Node::new();
     // A /30 range: network, gateway and broadcast are kept, one address is usable.
-    let conf = node.podnet_conf(json!({"ipam": {"pools": [{"name": "tiny", "cidr": "10.70.0.0/30", "source": "range"}]}}));
+    let conf =
+        node.podnet_conf(json!({"ipam": {"pools": [{"name": "tiny", "cidr": "10.70.0.0/30", "source": "range"}]}}));
     let (a, b) = (Netns::new("a"), Netns::new("b"));
     let r = node.add("c-a", &a, &conf).must();
     assert_eq!(result_ip(&r), "10.70.0.2");
@@ -86,7 +87,13 @@ fn bad_configs_get_codes_that_name_the_field() {
         assert_eq!(e.code(), code, "{extra}: {}", e.raw);
         assert!(e.json["msg"].as_str().unwrap().contains(needle), "{extra}: {}", e.raw);
     }
-    let e = node.call_raw(PODNET, "ADD", &[("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")], Some(&pod.path()), b"{not json");
+    let e = node.call_raw(
+        PODNET,
+        "ADD",
+        &[("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")],
+        Some(&pod.path()),
+        b"{not json",
+    );
     assert_eq!(e.code(), 6);
     assert!(node.allocations().is_empty());
     assert!(node.host_veths().is_empty());
@@ -116,8 +123,20 @@ fn bad_env_gets_code_4() {
     assert_eq!(e.code(), 4);
     // Unknown CNI_ARGS pass with IgnoreUnknown=1, and the pod attributes are recorded.
     let args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=team-a;K8S_POD_NAME=web-0;K8S_POD_UID=u-1;FOO=bar";
-    node.call_env(PODNET, "ADD", &[("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0"), ("CNI_ARGS", args)], Some(&pod.path()), &conf).must();
-    let out = std::process::Command::new(PODNETCTL).args(["-o", "json", "--config"]).arg(write_conf(&node, &conf)).arg("inspect").output().unwrap();
+    node.call_env(
+        PODNET,
+        "ADD",
+        &[("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0"), ("CNI_ARGS", args)],
+        Some(&pod.path()),
+        &conf,
+    )
+    .must();
+    let out = std::process::Command::new(PODNETCTL)
+        .args(["-o", "json", "--config"])
+        .arg(write_conf(&node, &conf))
+        .arg("inspect")
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["endpoints"][0]["pod"]["namespace"], "team-a");
     assert_eq!(v["endpoints"][0]["pod"]["name"], "web-0");

@@ -19,9 +19,15 @@ fn refused(out: &Outcome, code: u64, needle: &str, what: &str) {
 /// The node's files outside the state dir and the log: none may appear.
 fn written_outside(node: &Node, state: &Path) -> Vec<PathBuf> {
     let state = state.strip_prefix(node.dir.path()).unwrap();
-    let mut paths: Vec<PathBuf> = walk(node.dir.path()).into_iter().map(|(p, _)| p.strip_prefix(node.dir.path()).unwrap().to_path_buf()).collect();
+    let mut paths: Vec<PathBuf> = walk(node.dir.path())
+        .into_iter()
+        .map(|(p, _)| p.strip_prefix(node.dir.path()).unwrap().to_path_buf())
+        .collect();
     paths.sort();
-    paths.into_iter().filter(|p| !(p.starts_with(state) || state.starts_with(p) || p == Path::new("podnet.log"))).collect()
+    paths
+        .into_iter()
+        .filter(|p| !(p.starts_with(state) || state.starts_with(p) || p == Path::new("podnet.log")))
+        .collect()
 }
 
 #[test]
@@ -76,10 +82,17 @@ fn hostile_ids_ifnames_and_namespaces_are_refused_before_anything_is_touched() {
     }
     assert!(node.host_veths().is_empty(), "no veth: {:?}", node.host_veths());
     assert_eq!(pod.links(), vec!["lo".to_string()]);
-    assert!(node.ns.links().iter().all(|l| !l.starts_with("pn") && l != "eth0"), "nothing in the node: {:?}", node.ns.links());
+    assert!(
+        node.ns.links().iter().all(|l| !l.starts_with("pn") && l != "eth0"),
+        "nothing in the node: {:?}",
+        node.ns.links()
+    );
     assert!(!Path::new("/tmp/podnet-escape").exists());
     let outside = written_outside(&node, &state);
-    assert!(outside == [PathBuf::from("deep/link"), PathBuf::from("deep/not-a-netns")], "written outside the state dir: {outside:?}");
+    assert!(
+        outside == [PathBuf::from("deep/link"), PathBuf::from("deep/not-a-netns")],
+        "written outside the state dir: {outside:?}"
+    );
     assert!(list_dir(&state.join("podnet/ipam/addrs")).is_empty(), "no address taken");
 }
 
@@ -193,7 +206,10 @@ fn a_read_only_or_full_state_dir_fails_add_with_code_5_and_leaves_nothing() {
 /// An address file of the node store (the file name starts with the address).
 fn addr_file(node: &Node, ip: &str) -> PathBuf {
     let dir = node.data_dir().join("podnet/ipam/addrs");
-    let name = list_dir(&dir).into_iter().find(|n| n.starts_with(&format!("{ip}_"))).unwrap_or_else(|| panic!("no record for {ip}"));
+    let name = list_dir(&dir)
+        .into_iter()
+        .find(|n| n.starts_with(&format!("{ip}_")))
+        .unwrap_or_else(|| panic!("no record for {ip}"));
     dir.join(name)
 }
 
@@ -203,7 +219,8 @@ fn corrupt_records_are_refused_with_103_and_rebuilt_from_the_kernel(dataplane: &
     let list = node.dir.path().join("net.conflist");
     write_conflist(&list, &conf);
     let pods: Vec<Netns> = (0..3).map(|i| Netns::new(&format!("p{i}"))).collect();
-    let ips: Vec<String> = pods.iter().enumerate().map(|(i, p)| result_ip(&node.add(&format!("c{i}"), p, &conf).must())).collect();
+    let ips: Vec<String> =
+        pods.iter().enumerate().map(|(i, p)| result_ip(&node.add(&format!("c{i}"), p, &conf).must())).collect();
     // Pod 2 dies without a DEL: its namespace, and so its veth, is gone.
     let mut pods = pods;
     drop(pods.pop());
@@ -240,8 +257,14 @@ fn corrupt_records_are_refused_with_103_and_rebuilt_from_the_kernel(dataplane: &
     let (code, out) = podnetctl(&node, &list, &["-o", "json", "ipam", "rebuild"]);
     assert_eq!(code, 0, "{out}");
     let report: Value = serde_json::from_str(&out).unwrap();
-    let actions: Vec<(String, String)> =
-        report["repairs"].as_array().unwrap().iter().map(|r| (r["action"].as_str().unwrap().to_string(), r["ip"].as_str().or(r["block"].as_str()).unwrap().to_string())).collect();
+    let actions: Vec<(String, String)> = report["repairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (r["action"].as_str().unwrap().to_string(), r["ip"].as_str().or(r["block"].as_str()).unwrap().to_string())
+        })
+        .collect();
     for (i, want) in ["restored", "restored", "freed"].iter().enumerate() {
         assert!(actions.contains(&(want.to_string(), ips[i].clone())), "{} should be {want}: {actions:?}", ips[i]);
     }
@@ -324,7 +347,8 @@ fn a_lock_left_by_a_dead_process_or_garbled_costs_nothing_and_a_bad_lock_path_is
 #[test]
 fn corrupt_endpoint_records_of_an_execd_ipam_are_rebuilt_or_dropped() {
     let node = Node::new();
-    let conf = node.podnet_conf(json!({"dataplane": "routed", "ipam": {"type": "host-local", "node": null, "pools": null,
+    let conf = node
+        .podnet_conf(json!({"dataplane": "routed", "ipam": {"type": "host-local", "node": null, "pools": null,
         "ranges": [[{"subnet": "10.81.0.0/24"}]], "dataDir": node.dir.path().join("host-local")}}));
     let list = node.dir.path().join("net.conflist");
     write_conflist(&list, &conf);
@@ -343,12 +367,19 @@ fn corrupt_endpoint_records_of_an_execd_ipam_are_rebuilt_or_dropped() {
     assert_eq!(code, 0, "{out}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let repairs = v["repairs"].as_array().unwrap();
-    assert!(repairs.contains(&json!({"action": "endpointRestored", "handle": {"containerId": "a", "ifname": "eth0"}})), "{out}");
+    assert!(
+        repairs.contains(&json!({"action": "endpointRestored", "handle": {"containerId": "a", "ifname": "eth0"}})),
+        "{out}"
+    );
     assert!(repairs.contains(&json!({"action": "endpointDropped", "file": "b:eth0"})), "{out}");
     let (_, out) = podnetctl(&node, &list, &["-o", "json", "inspect"]);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["endpoints"].as_array().unwrap().len(), 1, "{out}");
-    assert_eq!(v["endpoints"][0]["ips"], json!([format!("{ip_a}/32")]), "the routed pod's address, from its host route");
+    assert_eq!(
+        v["endpoints"][0]["ips"],
+        json!([format!("{ip_a}/32")]),
+        "the routed pod's address, from its host route"
+    );
     assert_eq!(list_dir(&node.data_dir().join("podnet/quarantine")).len(), 2);
     node.del("a", Some(&a), &conf).must();
     node.del("b", None, &conf).must();

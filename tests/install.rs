@@ -28,12 +28,31 @@ fn install_is_atomic_idempotent_and_validated_and_uninstall_removes_only_podnet(
     let data = d.join("state");
     let src = Path::new(PODNET).parent().unwrap();
     let base = ["install", "--bin-dir", s(&bin), "--conf-dir", s(&conf), "--source-dir", s(src)];
-    let flags = ["--cidr", "10.77.0.0/16", "--cidr", "fd00:77::/56", "--block-size", "24", "--block-size-v6", "120", "--node", "node-1", "--data-dir", s(&data), "--portmap"];
+    let flags = [
+        "--cidr",
+        "10.77.0.0/16",
+        "--cidr",
+        "fd00:77::/56",
+        "--block-size",
+        "24",
+        "--block-size-v6",
+        "120",
+        "--node",
+        "node-1",
+        "--data-dir",
+        s(&data),
+        "--portmap",
+    ];
 
     // --dry-run says what it would do and does nothing.
     let (ok, out) = ctl(&[&base[..], &flags[..], &["--dry-run"]].concat());
     assert!(ok, "{out}");
-    assert!(out.contains("would have installed") && !bin.join("podnet").exists() && !conf.join("10-podnet.conflist").exists(), "{out}");
+    assert!(
+        out.contains("would have installed")
+            && !bin.join("podnet").exists()
+            && !conf.join("10-podnet.conflist").exists(),
+        "{out}"
+    );
 
     let (ok, out) = ctl(&[&base[..], &flags[..]].concat());
     assert!(ok, "{out}");
@@ -41,7 +60,8 @@ fn install_is_atomic_idempotent_and_validated_and_uninstall_removes_only_podnet(
     assert_eq!(std::fs::read(bin.join("podnet")).unwrap(), std::fs::read(PODNET).unwrap());
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(bin.join("podnet-ipam")).unwrap().permissions().mode() & 0o777, 0o755);
-    let list: serde_json::Value = serde_json::from_slice(&std::fs::read(conf.join("10-podnet.conflist")).unwrap()).unwrap();
+    let list: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(conf.join("10-podnet.conflist")).unwrap()).unwrap();
     assert_eq!(list["plugins"][0]["ipam"]["pools"][1]["cidr"], "fd00:77::/56");
     assert_eq!(list["plugins"][1]["type"], "portmap");
     assert!(list_dir(&bin).iter().all(|f| !f.contains("podnet-tmp")), "no temp files left");
@@ -56,7 +76,17 @@ fn install_is_atomic_idempotent_and_validated_and_uninstall_removes_only_podnet(
     let bad = d.join("bad.conflist");
     std::fs::write(&bad, serde_json::to_vec(&json!({"cniVersion": "1.0.0", "name": "podnet", "plugins": [
         {"type": "podnet", "dataplane": "vxlan", "ipam": {"type": "podnet-ipam", "pools": [{"name": "p", "cidr": "10.0.0.0/8"}]}}]})).unwrap()).unwrap();
-    let (ok, out) = ctl(&["--config", s(&bad), "install", "--bin-dir", s(&d.join("bin2")), "--conf-dir", s(&d.join("conf2")), "--source-dir", s(src)]);
+    let (ok, out) = ctl(&[
+        "--config",
+        s(&bad),
+        "install",
+        "--bin-dir",
+        s(&d.join("bin2")),
+        "--conf-dir",
+        s(&d.join("conf2")),
+        "--source-dir",
+        s(src),
+    ]);
     assert!(!ok && out.contains("dataplane"), "{out}");
     assert!(!d.join("bin2").exists());
     let (ok, out) = ctl(&[&base[..], &["--cidr", "10.0.0.1/8"]].concat());

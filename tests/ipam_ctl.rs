@@ -29,7 +29,8 @@ fn show_check_and_release(node: &Node, store: Value) {
         "pools": [{"name": "pods", "cidr": "10.66.0.0/24", "blockSize": 28}]}}));
     let list = conflist(node, &conf);
     let pods: Vec<Netns> = (0..3).map(|i| Netns::new(&format!("ic{i}"))).collect();
-    let ips: Vec<String> = pods.iter().enumerate().map(|(i, p)| result_ip(&node.add(&format!("ic-{i}"), p, &conf).must())).collect();
+    let ips: Vec<String> =
+        pods.iter().enumerate().map(|(i, p)| result_ip(&node.add(&format!("ic-{i}"), p, &conf).must())).collect();
 
     let (code, out) = podnetctl(node, &list, &["-o", "json", "ipam", "show"]);
     assert_eq!(code, 0, "{out}");
@@ -37,15 +38,27 @@ fn show_check_and_release(node: &Node, store: Value) {
     let pool = &v["pools"][0];
     assert_eq!(pool["capacity"], 16 * 13, "16 /28 blocks of 13 pods each on a bridge");
     assert_eq!(pool["blocksByNode"], json!({"node-1": 1}));
-    assert_eq!((pool["used"].as_u64(), pool["free"].as_u64(), pool["freeBlocks"].as_u64()), (Some(3), Some(10), Some(15)));
+    assert_eq!(
+        (pool["used"].as_u64(), pool["free"].as_u64(), pool["freeBlocks"].as_u64()),
+        (Some(3), Some(10), Some(15))
+    );
     let (code, out) = podnetctl(node, &list, &["ipam", "show"]);
     assert!(code == 0 && out.contains("node-1:1"), "{out}");
     let (code, out) = podnetctl(node, &list, &["ipam", "check"]);
     assert_eq!(code, 0, "a clean node: {out}");
 
     // A leak: an address held by an attachment with no endpoint (allocated by podnet-ipam alone).
-    let ghost = node.call(PODNET_IPAM, "ADD", "ghost", Some(&pods[0].path()), "eth0", &json!({"cniVersion": "1.0.0", "name": "podnet",
-        "ipam": conf["ipam"].clone(), "dataDir": conf["dataDir"].clone()})).must();
+    let ghost = node
+        .call(
+            PODNET_IPAM,
+            "ADD",
+            "ghost",
+            Some(&pods[0].path()),
+            "eth0",
+            &json!({"cniVersion": "1.0.0", "name": "podnet",
+        "ipam": conf["ipam"].clone(), "dataDir": conf["dataDir"].clone()}),
+        )
+        .must();
     let ghost_ip = result_ip(&ghost);
     // A duplicate: a second record for a live pod's address under another handle.
     let addrs = node.data_dir().join("podnet/ipam/addrs");
@@ -81,7 +94,10 @@ fn show_check_and_release(node: &Node, store: Value) {
         "pools": [{"name": "pods", "cidr": "10.66.0.0/24", "blockSize": 28}]}});
     node.call(PODNET_IPAM, "ADD", "n2pod", Some(&pods[0].path()), "eth0", &other).must();
     let (_, out) = podnetctl(node, &list, &["-o", "json", "ipam", "show"]);
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["pools"][0]["blocksByNode"], json!({"node-1": 1, "node-2": 1}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["pools"][0]["blocksByNode"],
+        json!({"node-1": 1, "node-2": 1})
+    );
     let (code, out) = podnetctl(node, &list, &["ipam", "release", "--node", "node-2"]);
     assert!(code == 0 && out.contains("released block 10.66.0.16/28 of node node-2"), "{out}");
     let (_, out) = podnetctl(node, &list, &["-o", "json", "ipam", "show"]);

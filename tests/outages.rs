@@ -27,7 +27,15 @@ struct Tally {
 fn partition(node: &Node, on: bool) {
     if on {
         node.ns.exec(&["nft", "add", "table", "inet", "podnet_partition"]);
-        node.ns.exec(&["nft", "add", "chain", "inet", "podnet_partition", "out", "{ type filter hook output priority 0 ; }"]);
+        node.ns.exec(&[
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "podnet_partition",
+            "out",
+            "{ type filter hook output priority 0 ; }",
+        ]);
         node.ns.exec(&["nft", "add", "rule", "inet", "podnet_partition", "out", "tcp", "dport", "2379", "drop"]);
     } else {
         node.ns.exec(&["nft", "delete", "table", "inet", "podnet_partition"]);
@@ -88,7 +96,14 @@ fn etcd_stopped_partitioned_and_restarted_during_churn() {
             }
         });
         for (w, pod) in pods.iter().enumerate() {
-            let (conf, dir, stop, outage, tally, workers) = (&confs[w % NODES.len()], node.dir.path().join(NODES[w % NODES.len()]), &stop, &outage, &tally, workers);
+            let (conf, dir, stop, outage, tally, workers) = (
+                &confs[w % NODES.len()],
+                node.dir.path().join(NODES[w % NODES.len()]),
+                &stop,
+                &outage,
+                &tally,
+                workers,
+            );
             let node = &node;
             s.spawn(move || {
                 let mut i = 0;
@@ -124,7 +139,10 @@ fn etcd_stopped_partitioned_and_restarted_during_churn() {
                         // Nothing left behind: no interface in the pod, no record on the node.
                         assert!(!pod.links().contains(&"eth0".to_string()), "{cid}: a failed ADD left eth0");
                         let mine = format!("_{cid}:eth0");
-                        let left: Vec<String> = list_dir(&dir.join("podnet/ipam/addrs")).into_iter().filter(|f| f.ends_with(&mine)).collect();
+                        let left: Vec<String> = list_dir(&dir.join("podnet/ipam/addrs"))
+                            .into_iter()
+                            .filter(|f| f.ends_with(&mine))
+                            .collect();
                         assert!(left.is_empty(), "{cid}: a failed ADD left {left:?}");
                     }
                     let del = node.del(&cid, Some(pod), conf);

@@ -63,7 +63,13 @@ impl Podman {
             std::os::unix::fs::symlink("busybox", d.join("rootfs/bin").join(applet)).unwrap();
         }
         let pm = Podman { node, tag };
-        let mut tar = Command::new("tar").arg("-C").arg(pm.node.dir.path().join("rootfs")).args(["-c", "."]).stdout(Stdio::piped()).spawn().unwrap();
+        let mut tar = Command::new("tar")
+            .arg("-C")
+            .arg(pm.node.dir.path().join("rootfs"))
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         let out = pm.command(&["import", "-", IMAGE]).stdin(tar.stdout.take().unwrap()).output().unwrap();
         assert!(tar.wait().unwrap().success(), "tar of the rootfs failed");
         assert!(out.status.success(), "podman import: {}", String::from_utf8_lossy(&out.stderr));
@@ -88,7 +94,12 @@ impl Podman {
 
     fn run(&self, args: &[&str]) -> String {
         let out = self.command(args).output().unwrap();
-        assert!(out.status.success(), "podman {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -98,7 +109,20 @@ impl Podman {
 
     fn start(&self, n: usize) -> String {
         let name = self.name(n);
-        self.run(&["run", "-d", "--pull=never", "--name", &name, "--network", "podnet", "--cap-add", "NET_RAW", IMAGE, "sleep", "600"])
+        self.run(&[
+            "run",
+            "-d",
+            "--pull=never",
+            "--name",
+            &name,
+            "--network",
+            "podnet",
+            "--cap-add",
+            "NET_RAW",
+            IMAGE,
+            "sleep",
+            "600",
+        ])
     }
 
     fn ip(&self, n: usize) -> String {
@@ -125,14 +149,26 @@ impl Drop for Podman {
 
 fn lifecycle(dataplane: &str, subnet: u8) {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let before: BTreeSet<String> = Command::new("ip").args(["netns", "list"]).output().map(|o| String::from_utf8_lossy(&o.stdout).lines().map(|l| l.split_whitespace().next().unwrap_or("").to_string()).collect()).unwrap_or_default();
+    let before: BTreeSet<String> = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
     let pm = Podman::new(dataplane, subnet);
     let ids: Vec<String> = (1..=3).map(|n| pm.start(n)).collect();
     let ips: Vec<String> = (1..=3).map(|n| pm.ip(n)).collect();
     let set: BTreeSet<&String> = ips.iter().collect();
     assert_eq!(set.len(), 3, "{dataplane}: three distinct addresses {ips:?}");
     for (n, ip) in ips.iter().enumerate() {
-        assert!(ip.starts_with(&format!("10.88.{subnet}.1")), "{dataplane}: podman inspect shows podnet's address: {ip}");
+        assert!(
+            ip.starts_with(&format!("10.88.{subnet}.1")),
+            "{dataplane}: podman inspect shows podnet's address: {ip}"
+        );
         let inside = pm.run(&["exec", &pm.name(n + 1), "ip", "-4", "addr", "show", "eth0"]);
         assert!(inside.contains(&format!("inet {ip}/")), "{dataplane}: the container holds {ip}: {inside}");
     }
@@ -140,13 +176,20 @@ fn lifecycle(dataplane: &str, subnet: u8) {
         for (b, ip) in ips.iter().enumerate() {
             if a != b + 1 {
                 let out = pm.command(&["exec", &pm.name(a), "ping", "-c", "1", "-W", "2", ip]).output().unwrap();
-                assert!(out.status.success(), "{dataplane}: c{a} cannot reach {ip}: {}", String::from_utf8_lossy(&out.stdout));
+                assert!(
+                    out.status.success(),
+                    "{dataplane}: c{a} cannot reach {ip}: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
             }
         }
     }
     // podnetctl sees the three endpoints under podman's container IDs and names.
     let eps = pm.inspect_endpoints();
-    let seen: BTreeSet<(String, String)> = eps.iter().map(|e| (e["containerId"].as_str().unwrap().to_string(), e["pod"]["name"].as_str().unwrap_or("").to_string())).collect();
+    let seen: BTreeSet<(String, String)> = eps
+        .iter()
+        .map(|e| (e["containerId"].as_str().unwrap().to_string(), e["pod"]["name"].as_str().unwrap_or("").to_string()))
+        .collect();
     let want: BTreeSet<(String, String)> = ids.iter().enumerate().map(|(i, id)| (id.clone(), pm.name(i + 1))).collect();
     assert_eq!(seen, want, "{dataplane}");
     // `podman rm -f` drives DEL: the endpoints leave podnet's own state...
@@ -162,8 +205,18 @@ fn lifecycle(dataplane: &str, subnet: u8) {
     pm.run(&["rm", "-f", "-t", "0", &pm.name(4), &pm.name(5), &pm.name(6)]);
     assert!(pm.node.allocations().is_empty());
     drop(pm);
-    let after: BTreeSet<String> = Command::new("ip").args(["netns", "list"]).output().map(|o| String::from_utf8_lossy(&o.stdout).lines().map(|l| l.split_whitespace().next().unwrap_or("").to_string()).collect()).unwrap_or_default();
-    let left: Vec<&String> = after.difference(&before).filter(|n| n.starts_with("netns-") || n.starts_with("cni-")).collect();
+    let after: BTreeSet<String> = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let left: Vec<&String> =
+        after.difference(&before).filter(|n| n.starts_with("netns-") || n.starts_with("cni-")).collect();
     assert!(left.is_empty(), "podman left network namespaces: {left:?}");
 }
 

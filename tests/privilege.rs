@@ -77,20 +77,35 @@ fn no_shell_commands_are_built_from_input() {
     let mut found = Vec::new();
     let sources = walk(&root.join("src")).into_iter().chain(walk(&root.join("crates"))).map(|(p, _)| p);
     // Integration tests and build output are not shipped.
-    let shipped_files = sources.filter(|p| p.extension().is_some_and(|x| x == "rs") && !p.components().any(|c| c.as_os_str() == "tests" || c.as_os_str() == "target"));
+    let shipped_files = sources.filter(|p| {
+        p.extension().is_some_and(|x| x == "rs")
+            && !p.components().any(|c| c.as_os_str() == "tests" || c.as_os_str() == "target")
+    });
     for p in shipped_files {
         let text = std::fs::read_to_string(&p).unwrap();
         // Unit tests (the `#[cfg(test)] mod tests` at a file's end) may run tools; shipped
         // code may not.
         let shipped = text.split("#[cfg(test)]\nmod tests").next().unwrap();
-        for needle in ["Command::new", "process::Command", "std::process::{", "\"sh\"", "\"bash\"", "\"-c\"", "system(", "execv", "posix_spawn", "fork("] {
+        for needle in [
+            "Command::new",
+            "process::Command",
+            "std::process::{",
+            "\"sh\"",
+            "\"bash\"",
+            "\"-c\"",
+            "system(",
+            "execv",
+            "posix_spawn",
+            "fork(",
+        ] {
             if shipped.contains(needle) {
                 found.push(format!("{} uses {needle}", p.strip_prefix(root).unwrap().display()));
             }
         }
     }
     found.sort();
-    let want = ["crates/plugin/src/delegate.rs uses Command::new", "crates/plugin/src/delegate.rs uses std::process::{"];
+    let want =
+        ["crates/plugin/src/delegate.rs uses Command::new", "crates/plugin/src/delegate.rs uses std::process::{"];
     assert_eq!(found, want.map(String::from).to_vec());
     // ... and that one refuses a type that is a path.
     let node = Node::new();

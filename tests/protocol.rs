@@ -93,7 +93,12 @@ fn inspect_lists_endpoints_as_table_and_json() {
     let list = json!({"cniVersion": "1.0.0", "name": "podnet", "plugins": [conf]});
     let path = node.dir.path().join("10-podnet.conflist");
     std::fs::write(&path, serde_json::to_vec(&list).unwrap()).unwrap();
-    let out = std::process::Command::new(PODNETCTL).arg("--config").arg(&path).args(["-o", "json", "inspect"]).output().unwrap();
+    let out = std::process::Command::new(PODNETCTL)
+        .arg("--config")
+        .arg(&path)
+        .args(["-o", "json", "inspect"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ep = &v["endpoints"][0];

@@ -28,7 +28,16 @@ struct Args {
 
 fn parse_args() -> Args {
     let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
-    let mut a = Args { pods: 200, churn_cycles: 400, workers: 8, rounds: 3, podnet_dir: exe_dir, reference_dir: "/usr/lib/cni".into(), json_out: None, keep: false };
+    let mut a = Args {
+        pods: 200,
+        churn_cycles: 400,
+        workers: 8,
+        rounds: 3,
+        podnet_dir: exe_dir,
+        reference_dir: "/usr/lib/cni".into(),
+        json_out: None,
+        keep: false,
+    };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -66,12 +75,24 @@ fn die(msg: &str) -> ! {
 fn enter_on_exec(cmd: &mut Command, fd: std::os::fd::RawFd) {
     // SAFETY: setns is async-signal-safe, as pre_exec requires.
     unsafe {
-        cmd.pre_exec(move || if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
     }
 }
 
 fn ip(args: &[&str]) -> bool {
-    Command::new("ip").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 /// A namespace the bench made; removed on drop.
@@ -125,7 +146,12 @@ impl NodeEtcd {
         cmd.args(["--name", "bench", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379"])
-            .args(["--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
+            .args([
+                "--listen-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:2380",
+            ])
             .args(["--initial-cluster", "bench=http://127.0.0.1:2380"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -239,7 +265,10 @@ fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
 
     // VERSION: a plugin's fixed cost (exec, start-up, exit), the floor under every other verb.
     let mut versions: Vec<f64> = (0..50)
-        .map(|_| call(&node_fd, &s.bin, "VERSION", "", None, br#"{"cniVersion":"1.0.0"}"#, &cni_path).elapsed.as_secs_f64() * 1000.0)
+        .map(|_| {
+            call(&node_fd, &s.bin, "VERSION", "", None, br#"{"cniVersion":"1.0.0"}"#, &cni_path).elapsed.as_secs_f64()
+                * 1000.0
+        })
         .collect();
     versions.sort_by(|a, b| a.partial_cmp(b).unwrap());
     r.version_p50 = percentile(&versions, 0.5);
@@ -268,7 +297,8 @@ fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
     }
     adds.sort_by(|a, b| a.partial_cmp(b).unwrap());
     dels.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (r.add_p50, r.add_p99, r.del_p50, r.del_p99) = (percentile(&adds, 0.5), percentile(&adds, 0.99), percentile(&dels, 0.5), percentile(&dels, 0.99));
+    (r.add_p50, r.add_p99, r.del_p50, r.del_p99) =
+        (percentile(&adds, 0.5), percentile(&adds, 0.99), percentile(&dels, 0.5), percentile(&dels, 0.99));
 
     // IPAM alone: podnet-ipam allocating for 200 handles in a row, as other plugins would exec it.
     if s.bin.file_name().is_some_and(|n| n == "podnet") {
@@ -279,7 +309,8 @@ fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
         let n = 200;
         let started = Instant::now();
         for i in 0..n {
-            if !call(&node_fd, &ipam_bin, "ADD", &format!("ipam-{i}"), Some(&pods[0].path()), &ipam_conf, &cni_path).ok {
+            if !call(&node_fd, &ipam_bin, "ADD", &format!("ipam-{i}"), Some(&pods[0].path()), &ipam_conf, &cni_path).ok
+            {
                 r.failures += 1;
             }
         }
@@ -319,7 +350,11 @@ fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
     let links = node.exec(&["ip", "-o", "link", "show", "type", "veth"]);
     r.leaked_veths = links.lines().filter(|l| !l.contains("up0")).count();
     r.leaked_addrs = std::fs::read_dir(&s.ipam_dir)
-        .map(|rd| rd.flatten().filter(|e| e.file_name().to_string_lossy().chars().next().is_some_and(|c| c.is_ascii_digit())).count())
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().chars().next().is_some_and(|c| c.is_ascii_digit()))
+                .count()
+        })
         .unwrap_or(0);
     r
 }
@@ -327,7 +362,11 @@ fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -346,8 +385,20 @@ fn main() {
         })
     };
     let suites = vec![
-        Suite { label: "podnet (bridge)", bin: a.podnet_dir.join("podnet"), conf: podnet_conf("bridge", "bench-bridge"), ipam_dir: d.join("podnet/bench-bridge/ipam/addrs"), etcd: false },
-        Suite { label: "podnet (routed)", bin: a.podnet_dir.join("podnet"), conf: podnet_conf("routed", "bench-routed"), ipam_dir: d.join("podnet/bench-routed/ipam/addrs"), etcd: false },
+        Suite {
+            label: "podnet (bridge)",
+            bin: a.podnet_dir.join("podnet"),
+            conf: podnet_conf("bridge", "bench-bridge"),
+            ipam_dir: d.join("podnet/bench-bridge/ipam/addrs"),
+            etcd: false,
+        },
+        Suite {
+            label: "podnet (routed)",
+            bin: a.podnet_dir.join("podnet"),
+            conf: podnet_conf("routed", "bench-routed"),
+            ipam_dir: d.join("podnet/bench-routed/ipam/addrs"),
+            etcd: false,
+        },
         Suite {
             label: "reference bridge + host-local",
             bin: a.reference_dir.join("bridge"),
@@ -373,21 +424,42 @@ fn main() {
     ];
     for s in &suites {
         if !s.bin.is_file() {
-            die(&format!("{} not found; build podnet (cargo build --release) and install containernetworking-plugins", s.bin.display()));
+            die(&format!(
+                "{} not found; build podnet (cargo build --release) and install containernetworking-plugins",
+                s.bin.display()
+            ));
         }
     }
-    eprintln!("podnet-bench: {} pods sequential, {} churn cycles with {} workers, {} rounds", a.pods, a.churn_cycles, a.workers, a.rounds);
+    eprintln!(
+        "podnet-bench: {} pods sequential, {} churn cycles with {} workers, {} rounds",
+        a.pods, a.churn_cycles, a.workers, a.rounds
+    );
     let mut per_suite: Vec<Vec<RoundResult>> = vec![Vec::new(); suites.len()];
     for round in 0..a.rounds {
         // Interleave suites within each round so machine noise hits all of them alike.
         for (i, s) in suites.iter().enumerate() {
             let r = run_round(s, &a, round, &i.to_string());
-            eprintln!("round {round} {}: VERSION p50 {:.2} ms, ADD p50 {:.2} ms, DEL p50 {:.2} ms, churn {:.0}/s", s.label, r.version_p50, r.add_p50, r.del_p50, r.churn_per_s);
+            eprintln!(
+                "round {round} {}: VERSION p50 {:.2} ms, ADD p50 {:.2} ms, DEL p50 {:.2} ms, churn {:.0}/s",
+                s.label, r.version_p50, r.add_p50, r.del_p50, r.churn_per_s
+            );
             per_suite[i].push(r);
         }
     }
-    let date = Command::new("date").arg("-u").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-    println!("Machine: {}; date {date}; {} sequential pods, churn {} ADD+DEL cycles with {} workers; median of {} rounds.\n", machine(), a.pods, a.churn_cycles, a.workers, a.rounds);
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    println!(
+        "Machine: {}; date {date}; {} sequential pods, churn {} ADD+DEL cycles with {} workers; median of {} rounds.\n",
+        machine(),
+        a.pods,
+        a.churn_cycles,
+        a.workers,
+        a.rounds
+    );
     println!("| plugin | VERSION p50 | first ADD | ADD p50 | ADD p99 | DEL p50 | DEL p99 | churn (pods/s) | peak RSS | failures | leaked veths | leaked addresses |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut json_rows = Vec::new();
@@ -417,7 +489,11 @@ fn main() {
     // Stores: local files against etcd, and how often an ADD talks to etcd.
     let (mut adds, mut requests, mut leasing) = (0usize, 0usize, 0usize);
     if let Ok(log) = std::fs::read_to_string(d.join("bench-etcd.log")) {
-        for n in log.lines().filter_map(|l| l.split("cluster_requests=").nth(1)).filter_map(|v| v.split_whitespace().next()?.parse::<usize>().ok()) {
+        for n in log
+            .lines()
+            .filter_map(|l| l.split("cluster_requests=").nth(1))
+            .filter_map(|v| v.split_whitespace().next()?.parse::<usize>().ok())
+        {
             adds += 1;
             requests += n;
             leasing += usize::from(n > 0);
@@ -435,12 +511,21 @@ fn main() {
         let store = if s.etcd { "etcd" } else { "local" };
         println!("| {store} | {:.2} ms | {:.0} | {req} | {leased} |", m(|r| r.add_p50), m(|r| r.allocs_per_s));
     }
-    let size = |p: PathBuf| std::fs::metadata(&p).map(|m| format!("{} {:.1} MiB", p.file_name().unwrap().to_string_lossy(), m.len() as f64 / 1048576.0)).unwrap_or_default();
-    let sizes: Vec<String> = ["podnet", "podnet-ipam", "podnetctl"].iter().map(|b| size(a.podnet_dir.join(b))).collect();
+    let size = |p: PathBuf| {
+        std::fs::metadata(&p)
+            .map(|m| format!("{} {:.1} MiB", p.file_name().unwrap().to_string_lossy(), m.len() as f64 / 1048576.0))
+            .unwrap_or_default()
+    };
+    let sizes: Vec<String> =
+        ["podnet", "podnet-ipam", "podnetctl"].iter().map(|b| size(a.podnet_dir.join(b))).collect();
     let ref_sizes: Vec<String> = ["bridge", "host-local"].iter().map(|b| size(a.reference_dir.join(b))).collect();
     println!("\nBinary sizes: {}; reference: {}.", sizes.join(", "), ref_sizes.join(", "));
-    let ratio = per_suite[2].iter().map(|r| r.add_p50).sum::<f64>() / per_suite[0].iter().map(|r| r.add_p50).sum::<f64>();
-    println!("\npodnet (bridge) ADD p50 is {:.1}x faster than the reference bridge + host-local (target: at least 4x).", ratio);
+    let ratio =
+        per_suite[2].iter().map(|r| r.add_p50).sum::<f64>() / per_suite[0].iter().map(|r| r.add_p50).sum::<f64>();
+    println!(
+        "\npodnet (bridge) ADD p50 is {:.1}x faster than the reference bridge + host-local (target: at least 4x).",
+        ratio
+    );
     if let Some(p) = &a.json_out {
         let v = json!({"machine": machine(), "date": date, "binarySizes": sizes, "referenceSizes": ref_sizes, "pods": a.pods, "churnCycles": a.churn_cycles, "workers": a.workers, "rounds": a.rounds, "results": json_rows});
         std::fs::write(p, serde_json::to_vec_pretty(&v).unwrap()).expect("writing --json");

@@ -24,7 +24,13 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 pub fn enter_on_exec(cmd: &mut Command, fd: std::os::fd::RawFd) {
     // SAFETY: setns is async-signal-safe, as pre_exec requires.
     unsafe {
-        cmd.pre_exec(move || if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
     }
 }
 
@@ -80,7 +86,10 @@ impl Netns {
         if !ok {
             return Vec::new();
         }
-        text.lines().filter_map(|l| l.split_whitespace().nth(3)).map(|a| a.split('/').next().unwrap().to_string()).collect()
+        text.lines()
+            .filter_map(|l| l.split_whitespace().nth(3))
+            .map(|a| a.split('/').next().unwrap().to_string())
+            .collect()
     }
 }
 
@@ -116,7 +125,10 @@ pub fn podnetctl(node: &Node, list: &Path, args: &[&str]) -> (i32, String) {
     let mut full = vec!["--config", list.to_str().unwrap()];
     full.extend_from_slice(args);
     let out = run_in_node(node, PODNETCTL, &full);
-    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
 }
 
 /// Wait for a plugin call started by [`Node::spawn_raw`].
@@ -159,7 +171,12 @@ impl Node {
         ns.exec(&["ip", "link", "set", "up0", "up"]);
         ns.exec(&["ip", "link", "set", "up0p", "up"]);
         ns.exec(&["ip", "route", "add", "default", "via", "198.18.0.2"]);
-        Node { ns, dir: tempfile::tempdir().expect("tempdir"), ip: "198.18.0.1".into(), mounts: std::sync::Mutex::new(None) }
+        Node {
+            ns,
+            dir: tempfile::tempdir().expect("tempdir"),
+            ip: "198.18.0.1".into(),
+            mounts: std::sync::Mutex::new(None),
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -186,20 +203,49 @@ impl Node {
     }
 
     /// Run one plugin binary in the node namespace with CNI env and `conf` on stdin.
-    pub fn call(&self, bin: &str, command: &str, container_id: &str, netns: Option<&Path>, ifname: &str, conf: &Value) -> Outcome {
+    pub fn call(
+        &self,
+        bin: &str,
+        command: &str,
+        container_id: &str,
+        netns: Option<&Path>,
+        ifname: &str,
+        conf: &Value,
+    ) -> Outcome {
         self.call_env(bin, command, &[("CNI_CONTAINERID", container_id), ("CNI_IFNAME", ifname)], netns, conf)
     }
 
-    pub fn call_env(&self, bin: &str, command: &str, env: &[(&str, &str)], netns: Option<&Path>, conf: &Value) -> Outcome {
+    pub fn call_env(
+        &self,
+        bin: &str,
+        command: &str,
+        env: &[(&str, &str)],
+        netns: Option<&Path>,
+        conf: &Value,
+    ) -> Outcome {
         self.call_raw(bin, command, env, netns, serde_json::to_vec(conf).unwrap().as_slice())
     }
 
-    pub fn call_raw(&self, bin: &str, command: &str, env: &[(&str, &str)], netns: Option<&Path>, stdin: &[u8]) -> Outcome {
+    pub fn call_raw(
+        &self,
+        bin: &str,
+        command: &str,
+        env: &[(&str, &str)],
+        netns: Option<&Path>,
+        stdin: &[u8],
+    ) -> Outcome {
         finish(self.spawn_raw(bin, command, env, netns, stdin))
     }
 
     /// Start one plugin call in the node namespace, stdin written and closed; [`finish`] waits for it.
-    pub fn spawn_raw(&self, bin: &str, command: &str, env: &[(&str, &str)], netns: Option<&Path>, stdin: &[u8]) -> std::process::Child {
+    pub fn spawn_raw(
+        &self,
+        bin: &str,
+        command: &str,
+        env: &[(&str, &str)],
+        netns: Option<&Path>,
+        stdin: &[u8],
+    ) -> std::process::Child {
         let node_ns = File::open(self.ns.path()).expect("node netns");
         let fd = node_ns.as_raw_fd();
         let mut cmd = Command::new(bin);
@@ -222,7 +268,13 @@ impl Node {
             let mfd = m.as_raw_fd();
             // SAFETY: setns is async-signal-safe, as pre_exec requires.
             unsafe {
-                cmd.pre_exec(move || if libc::setns(mfd, libc::CLONE_NEWNS) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+                cmd.pre_exec(move || {
+                    if libc::setns(mfd, libc::CLONE_NEWNS) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
             }
         }
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {bin}: {e}"));
@@ -248,7 +300,12 @@ impl Node {
         let path = self.dir.path().join("inspect.conflist");
         let list = json!({"cniVersion": conf["cniVersion"], "name": conf["name"], "plugins": [conf]});
         std::fs::write(&path, serde_json::to_vec(&list).unwrap()).unwrap();
-        let out = Command::new(PODNETCTL).arg("--config").arg(&path).args(["-o", "json", "inspect"]).output().expect("podnetctl");
+        let out = Command::new(PODNETCTL)
+            .arg("--config")
+            .arg(&path)
+            .args(["-o", "json", "inspect"])
+            .output()
+            .expect("podnetctl");
         assert!(out.status.success(), "podnetctl inspect: {}", String::from_utf8_lossy(&out.stderr));
         let v: Value = serde_json::from_slice(&out.stdout).expect("inspect JSON");
         let mut eps: Vec<String> = v["endpoints"]
@@ -276,9 +333,18 @@ impl Node {
 
     /// Run a conflist as libcni does: ADD in order passing prevResult, DEL in reverse with the
     /// cached result. Returns the final result (ADD) or the first failure.
-    pub fn run_conflist(&self, command: &str, list: &Value, cid: &str, pod: Option<&Netns>, cached: Option<&Value>, runtime_config: &Value) -> Outcome {
+    pub fn run_conflist(
+        &self,
+        command: &str,
+        list: &Value,
+        cid: &str,
+        pod: Option<&Netns>,
+        cached: Option<&Value>,
+        runtime_config: &Value,
+    ) -> Outcome {
         let plugins = list["plugins"].as_array().expect("plugins").clone();
-        let order: Vec<&Value> = if command == "DEL" { plugins.iter().rev().collect() } else { plugins.iter().collect() };
+        let order: Vec<&Value> =
+            if command == "DEL" { plugins.iter().rev().collect() } else { plugins.iter().collect() };
         let mut prev: Option<Value> = cached.cloned();
         let mut last = Outcome { ok: true, killed: false, json: Value::Null, raw: String::new() };
         for p in order {
@@ -329,7 +395,12 @@ pub fn plugin_path(kind: &str) -> String {
 
 pub fn list_dir(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| !n.starts_with(".tmp-")).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| !n.starts_with(".tmp-"))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -423,11 +494,53 @@ impl TestPki {
             let out = Command::new("openssl").current_dir(d).args(args).output().expect("openssl is not installed");
             assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         };
-        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=podnet-test-ca", "-keyout", "ca.key", "-out", "ca.pem"]);
-        std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n").unwrap();
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=podnet-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
+            .unwrap();
         for who in ["server", "client"] {
-            run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={who}"), "-keyout", &format!("{who}.key"), "-out", &format!("{who}.csr")]);
-            run(&["x509", "-req", "-in", &format!("{who}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", &format!("{who}.pem")]);
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={who}"),
+                "-keyout",
+                &format!("{who}.key"),
+                "-out",
+                &format!("{who}.csr"),
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{who}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+                "-out",
+                &format!("{who}.pem"),
+            ]);
         }
         pki
     }
@@ -469,7 +582,13 @@ impl Etcd {
             .stdout(Stdio::null())
             .stderr(File::create(self.dir.path().join("etcd.log")).unwrap());
         if let Some((cert, key, ca)) = &self.tls {
-            cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key).arg("--trusted-ca-file").arg(ca).arg("--client-cert-auth");
+            cmd.arg("--cert-file")
+                .arg(cert)
+                .arg("--key-file")
+                .arg(key)
+                .arg("--trusted-ca-file")
+                .arg(ca)
+                .arg("--client-cert-auth");
         }
         enter_on_exec(&mut cmd, fd);
         self.child = Some(cmd.spawn().expect("etcd is not installed (scripts/deps installs etcd-server)"));
@@ -483,7 +602,11 @@ impl Etcd {
                 up
             })
         });
-        assert!(ready, "etcd did not start: {}", std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default());
+        assert!(
+            ready,
+            "etcd did not start: {}",
+            std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+        );
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
     pub fn stop(&mut self) {
@@ -504,7 +627,13 @@ impl Drop for Etcd {
 pub fn die_with_parent(cmd: &mut Command) {
     // SAFETY: prctl is async-signal-safe, as pre_exec requires.
     unsafe {
-        cmd.pre_exec(|| if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
     }
 }
 
@@ -535,7 +664,9 @@ impl MountNs {
         // Ready once the sleep runs in a mount namespace other than ours.
         let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
         for _ in 0..200 {
-            if std::fs::read_link(m.path()).is_ok_and(|l| l != ours) && std::fs::read_to_string(format!("/proc/{}/comm", m.child.id())).is_ok_and(|c| c.trim() == "sleep") {
+            if std::fs::read_link(m.path()).is_ok_and(|l| l != ours)
+                && std::fs::read_to_string(format!("/proc/{}/comm", m.child.id())).is_ok_and(|c| c.trim() == "sleep")
+            {
                 return m;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -580,13 +711,18 @@ fn look(nl: &mut podnet_dataplane::Netlink) -> Seen {
 /// seen on two pods whose interfaces were the same in both passes was on both at one moment
 /// (pass one ends before pass two starts). Returns (rounds, duplicates found).
 pub fn sample_for_duplicates(pods: &[Netns], stop: &std::sync::atomic::AtomicBool) -> (usize, Vec<String>) {
-    let mut socks: Vec<podnet_dataplane::Netlink> = pods.iter().map(|p| in_netns(p, || podnet_dataplane::Netlink::open().unwrap())).collect();
+    let mut socks: Vec<podnet_dataplane::Netlink> =
+        pods.iter().map(|p| in_netns(p, || podnet_dataplane::Netlink::open().unwrap())).collect();
     let (mut rounds, mut dups) = (0, Vec::new());
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         let first: Vec<Seen> = socks.iter_mut().map(look).collect();
         let second: Vec<Seen> = socks.iter_mut().map(look).collect();
-        let stable: Vec<(usize, &Vec<ipnet::IpNet>)> =
-            (0..pods.len()).filter_map(|i| match (&first[i], &second[i]) { (Some(a), Some(b)) if a == b => Some((i, &a.1)), _ => None }).collect();
+        let stable: Vec<(usize, &Vec<ipnet::IpNet>)> = (0..pods.len())
+            .filter_map(|i| match (&first[i], &second[i]) {
+                (Some(a), Some(b)) if a == b => Some((i, &a.1)),
+                _ => None,
+            })
+            .collect();
         let mut owner = std::collections::HashMap::new();
         for (i, addrs) in stable {
             for a in addrs {
@@ -599,4 +735,3 @@ pub fn sample_for_duplicates(pods: &[Netns], stop: &std::sync::atomic::AtomicBoo
     }
     (rounds, dups)
 }
-

@@ -18,9 +18,10 @@ impl PodArgs {
         let mut out = PodArgs::default();
         let mut unknown = Vec::new();
         for pair in s.split(';').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').filter(|(_, v)| !v.contains('=')).ok_or_else(|| {
-                CniError::invalid_env(format!("CNI_ARGS pair {pair:?} is not KEY=VALUE"))
-            })?;
+            let (k, v) = pair
+                .split_once('=')
+                .filter(|(_, v)| !v.contains('='))
+                .ok_or_else(|| CniError::invalid_env(format!("CNI_ARGS pair {pair:?} is not KEY=VALUE")))?;
             let value = Some(v.to_string()).filter(|v| !v.is_empty());
             match k {
                 "K8S_POD_NAMESPACE" => out.namespace = value,
@@ -31,7 +32,11 @@ impl PodArgs {
                     out.ignore_unknown = match v.to_ascii_lowercase().as_str() {
                         "1" | "true" => true,
                         "0" | "false" => false,
-                        _ => return Err(CniError::invalid_env(format!("CNI_ARGS IgnoreUnknown={v:?}: use 1, 0, true or false"))),
+                        _ => {
+                            return Err(CniError::invalid_env(format!(
+                                "CNI_ARGS IgnoreUnknown={v:?}: use 1, 0, true or false"
+                            )))
+                        }
                     }
                 }
                 _ => unknown.push(k.to_string()),

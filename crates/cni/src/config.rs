@@ -8,8 +8,19 @@ use serde_json::{Map, Value};
 
 /// Keys the spec or libcni put into any plugin's config; plugins accept them beside their own.
 pub const COMMON_KEYS: &[&str] = &[
-    "cniVersion", "name", "type", "ipam", "dns", "prevResult", "runtimeConfig", "capabilities", "args",
-    "cni.dev/valid-attachments", "cni.dev/attachments", "disableCheck", "disableGC",
+    "cniVersion",
+    "name",
+    "type",
+    "ipam",
+    "dns",
+    "prevResult",
+    "runtimeConfig",
+    "capabilities",
+    "args",
+    "cni.dev/valid-attachments",
+    "cni.dev/attachments",
+    "disableCheck",
+    "disableGC",
 ];
 
 /// Largest stdin podnet reads; a real config is a few KiB.
@@ -39,13 +50,20 @@ pub fn validate_network_name(name: &str) -> Result<(), String> {
         && name.len() <= 128
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
-    if ok { Ok(()) } else { Err(format!("network name {name:?} must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ (at most 128 characters)")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("network name {name:?} must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ (at most 128 characters)"))
+    }
 }
 
 impl NetConf {
     pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
         if bytes.len() > MAX_CONFIG_BYTES {
-            return Err(CniError::decode(format!("network config is {} bytes; at most {MAX_CONFIG_BYTES} are read", bytes.len())));
+            return Err(CniError::decode(format!(
+                "network config is {} bytes; at most {MAX_CONFIG_BYTES} are read",
+                bytes.len()
+            )));
         }
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| CniError::decode(format!("network config is not valid JSON: {e}")))?;
@@ -84,7 +102,11 @@ impl NetConf {
             if !COMMON_KEYS.contains(&k.as_str()) && !plugin_keys.contains(&k.as_str()) && !k.starts_with("cni.dev/") {
                 return Err(CniError::new(
                     ErrorCode::UnsupportedField,
-                    format!("unknown key {k:?} in the {} plugin config; known keys: {}", self.plugin_type, plugin_keys.join(", ")),
+                    format!(
+                        "unknown key {k:?} in the {} plugin config; known keys: {}",
+                        self.plugin_type,
+                        plugin_keys.join(", ")
+                    ),
                 ));
             }
         }
@@ -130,7 +152,10 @@ mod tests {
 
     #[test]
     fn parses_common_keys() {
-        let c = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"podnet","type":"podnet","runtimeConfig":{"portMappings":[]}}"#).unwrap();
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"podnet","type":"podnet","runtimeConfig":{"portMappings":[]}}"#,
+        )
+        .unwrap();
         assert_eq!(c.cni_version, CniVersion::V1_0_0);
         assert_eq!(c.name, "podnet");
         assert!(c.runtime_config.contains_key("portMappings"));
@@ -158,7 +183,10 @@ mod tests {
         for key in ["cni.dev/valid-attachments", "cni.dev/attachments"] {
             let s = format!(r#"{{"cniVersion":"1.1.0","name":"n","{key}":[{{"containerID":"a","ifname":"eth0"}}]}}"#);
             let c = NetConf::parse(s.as_bytes()).unwrap();
-            assert_eq!(c.valid_attachments().unwrap(), vec![Attachment { container_id: "a".into(), ifname: "eth0".into() }]);
+            assert_eq!(
+                c.valid_attachments().unwrap(),
+                vec![Attachment { container_id: "a".into(), ifname: "eth0".into() }]
+            );
         }
         let none = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n"}"#).unwrap();
         assert_eq!(none.valid_attachments().unwrap_err().code, 7);

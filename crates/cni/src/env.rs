@@ -23,7 +23,11 @@ impl Command {
             "VERSION" => Command::Version,
             "STATUS" => Command::Status,
             "GC" => Command::Gc,
-            "" => return Err(CniError::invalid_env("CNI_COMMAND is not set; podnet is a CNI plugin, run by a container runtime")),
+            "" => {
+                return Err(CniError::invalid_env(
+                    "CNI_COMMAND is not set; podnet is a CNI plugin, run by a container runtime",
+                ))
+            }
             other => {
                 return Err(CniError::invalid_env(format!(
                     "CNI_COMMAND={other:?} is unknown; use ADD, DEL, CHECK, VERSION, STATUS or GC"
@@ -99,27 +103,18 @@ impl Env {
             Command::Del => (true, false),
             Command::Version | Command::Status | Command::Gc => (false, false),
         };
-        let mut env = Env {
-            command,
-            container_id: None,
-            netns: None,
-            ifname: None,
-            args: PodArgs::default(),
-            path: Vec::new(),
-        };
+        let mut env =
+            Env { command, container_id: None, netns: None, ifname: None, args: PodArgs::default(), path: Vec::new() };
         if command == Command::Version {
             // Runtimes call VERSION with placeholder values (podman: CNI_NETNS=dummy); ignore them.
             return Ok(env);
         }
-        env.path = get("CNI_PATH")
-            .unwrap_or_default()
-            .split(':')
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .collect();
+        env.path =
+            get("CNI_PATH").unwrap_or_default().split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect();
         if need_attachment {
-            let id = nonempty("CNI_CONTAINERID")
-                .ok_or_else(|| CniError::invalid_env(format!("CNI_CONTAINERID is required for {}", command.as_str())))?;
+            let id = nonempty("CNI_CONTAINERID").ok_or_else(|| {
+                CniError::invalid_env(format!("CNI_CONTAINERID is required for {}", command.as_str()))
+            })?;
             validate_container_id(&id).map_err(|e| CniError::invalid_env(format!("CNI_CONTAINERID {e}")))?;
             let ifname = nonempty("CNI_IFNAME")
                 .ok_or_else(|| CniError::invalid_env(format!("CNI_IFNAME is required for {}", command.as_str())))?;
@@ -131,7 +126,9 @@ impl Env {
         match nonempty("CNI_NETNS") {
             Some(ns) => {
                 if ns.contains('\0') || !ns.starts_with('/') {
-                    return Err(CniError::invalid_env(format!("CNI_NETNS {ns:?} must be an absolute path to a network namespace")));
+                    return Err(CniError::invalid_env(format!(
+                        "CNI_NETNS {ns:?} must be an absolute path to a network namespace"
+                    )));
                 }
                 env.netns = Some(PathBuf::from(ns));
             }
@@ -164,10 +161,22 @@ mod tests {
 
     #[test]
     fn add_needs_everything() {
-        let ok = env(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "abc"), ("CNI_NETNS", "/run/netns/x"), ("CNI_IFNAME", "eth0"), ("CNI_PATH", "/opt/cni/bin:/x")]).unwrap();
+        let ok = env(&[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "abc"),
+            ("CNI_NETNS", "/run/netns/x"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin:/x"),
+        ])
+        .unwrap();
         assert_eq!(ok.path.len(), 2);
         for missing in ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"] {
-            let all = [("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "abc"), ("CNI_NETNS", "/run/netns/x"), ("CNI_IFNAME", "eth0")];
+            let all = [
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "abc"),
+                ("CNI_NETNS", "/run/netns/x"),
+                ("CNI_IFNAME", "eth0"),
+            ];
             let pairs: Vec<_> = all.iter().copied().filter(|(k, _)| *k != missing).collect();
             let e = env(&pairs).unwrap_err();
             assert_eq!(e.code, 4);
@@ -178,7 +187,8 @@ mod tests {
     #[test]
     fn del_works_without_netns_and_version_ignores_placeholders() {
         env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "abc"), ("CNI_IFNAME", "eth0")]).unwrap();
-        env(&[("CNI_COMMAND", "VERSION"), ("CNI_NETNS", "dummy"), ("CNI_IFNAME", "dummy"), ("CNI_CONTAINERID", "")]).unwrap();
+        env(&[("CNI_COMMAND", "VERSION"), ("CNI_NETNS", "dummy"), ("CNI_IFNAME", "dummy"), ("CNI_CONTAINERID", "")])
+            .unwrap();
         env(&[("CNI_COMMAND", "GC"), ("CNI_CONTAINERID", ""), ("CNI_IFNAME", "")]).unwrap();
     }
 
@@ -194,7 +204,13 @@ mod tests {
         validate_ifname("eth0").unwrap();
         validate_ifname("abcdefghijklmno").unwrap();
         validate_container_id("0123abc_.-Z").unwrap();
-        let e = env(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "abc"), ("CNI_NETNS", "relative"), ("CNI_IFNAME", "eth0")]).unwrap_err();
+        let e = env(&[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "abc"),
+            ("CNI_NETNS", "relative"),
+            ("CNI_IFNAME", "eth0"),
+        ])
+        .unwrap_err();
         assert_eq!(e.code, 4);
         assert_eq!(env(&[("CNI_COMMAND", "FOO")]).unwrap_err().code, 4);
         assert_eq!(env(&[]).unwrap_err().code, 4);

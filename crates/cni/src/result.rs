@@ -168,13 +168,26 @@ mod tests {
         CniResult {
             interfaces: vec![
                 Interface { name: "podnet0".into(), mac: "aa:bb:cc:dd:ee:ff".into(), ..Default::default() },
-                Interface { name: "eth0".into(), mac: "0a:58:0a:f4:00:05".into(), mtu: Some(1500), sandbox: "/run/netns/p".into(), ..Default::default() },
+                Interface {
+                    name: "eth0".into(),
+                    mac: "0a:58:0a:f4:00:05".into(),
+                    mtu: Some(1500),
+                    sandbox: "/run/netns/p".into(),
+                    ..Default::default()
+                },
             ],
             ips: vec![
-                IpConfig { address: "10.244.0.5/24".parse().unwrap(), gateway: Some("10.244.0.1".parse().unwrap()), interface: Some(1) },
+                IpConfig {
+                    address: "10.244.0.5/24".parse().unwrap(),
+                    gateway: Some("10.244.0.1".parse().unwrap()),
+                    interface: Some(1),
+                },
                 IpConfig { address: "fd00::5/120".parse().unwrap(), gateway: None, interface: Some(1) },
             ],
-            routes: vec![Route { mtu: Some(1400), ..Route::new("0.0.0.0/0".parse().unwrap(), Some("10.244.0.1".parse().unwrap())) }],
+            routes: vec![Route {
+                mtu: Some(1400),
+                ..Route::new("0.0.0.0/0".parse().unwrap(), Some("10.244.0.1".parse().unwrap()))
+            }],
             dns: Dns::default(),
         }
     }

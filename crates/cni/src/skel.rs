@@ -29,7 +29,8 @@ pub fn run<P: Plugin>(plugin: &P) -> i32 {
     std::panic::set_hook(Box::new(|info| {
         // One error document per invocation, whichever thread panics first.
         if !PRINTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            let err = CniError::new(crate::error::ErrorCode::Internal, format!("internal error, please report: {info}"));
+            let err =
+                CniError::new(crate::error::ErrorCode::Internal, format!("internal error, please report: {info}"));
             println!("{}", err.to_json(CniVersion::LATEST.as_str()));
         }
         eprintln!("{info}");
@@ -72,7 +73,9 @@ fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>, CniError> {
         .read_to_end(&mut buf)
         .map_err(|e| CniError::io(format!("reading the network config from stdin: {e}")))?;
     if buf.len() > MAX_CONFIG_BYTES {
-        return Err(CniError::decode(format!("stdin holds more than {MAX_CONFIG_BYTES} bytes; a network config is a few KiB")));
+        return Err(CniError::decode(format!(
+            "stdin holds more than {MAX_CONFIG_BYTES} bytes; a network config is a few KiB"
+        )));
     }
     Ok(buf)
 }
@@ -165,7 +168,10 @@ mod tests {
 
     #[test]
     fn version_answers_with_placeholder_env() {
-        let (code, v) = call(&[("CNI_COMMAND", "VERSION"), ("CNI_NETNS", "dummy"), ("CNI_PATH", "dummy")], r#"{"cniVersion":"1.0.0"}"#);
+        let (code, v) = call(
+            &[("CNI_COMMAND", "VERSION"), ("CNI_NETNS", "dummy"), ("CNI_PATH", "dummy")],
+            r#"{"cniVersion":"1.0.0"}"#,
+        );
         assert_eq!(code, 0);
         assert_eq!(v["cniVersion"], "1.0.0");
         assert_eq!(v["supportedVersions"], json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]));

@@ -14,8 +14,7 @@ pub enum CniVersion {
 }
 
 impl CniVersion {
-    pub const ALL: [CniVersion; 5] =
-        [Self::V0_3_0, Self::V0_3_1, Self::V0_4_0, Self::V1_0_0, Self::V1_1_0];
+    pub const ALL: [CniVersion; 5] = [Self::V0_3_0, Self::V0_3_1, Self::V0_4_0, Self::V1_0_0, Self::V1_1_0];
     pub const LATEST: CniVersion = CniVersion::V1_1_0;
 
     pub fn as_str(self) -> &'static str {

@@ -3,7 +3,7 @@
 //! after a failed `configure` the caller tears the links down); `teardown` is idempotent; `check`
 //! lists drift.
 
-use crate::netlink::{format_mac, Link, NlError, Netlink, VethSpec};
+use crate::netlink::{format_mac, Link, Netlink, NlError, VethSpec};
 use crate::netns::{NetNs, NetNsError};
 use crate::sysctl;
 use ipnet::IpNet;
@@ -83,8 +83,13 @@ impl fmt::Display for DataplaneError {
             DataplaneError::Netns(e) => e.fmt(f),
             DataplaneError::Netlink(e) => e.fmt(f),
             DataplaneError::Sysctl(k, e) => write!(f, "setting sysctl {k}: {e}"),
-            DataplaneError::IfnameTaken(n) => write!(f, "the pod already has an interface named {n}; pick another CNI_IFNAME or DEL the old attachment"),
-            DataplaneError::HostVethExists(n) => write!(f, "host veth {n} exists: this attachment is already set up; DEL it before adding it again"),
+            DataplaneError::IfnameTaken(n) => write!(
+                f,
+                "the pod already has an interface named {n}; pick another CNI_IFNAME or DEL the old attachment"
+            ),
+            DataplaneError::HostVethExists(n) => {
+                write!(f, "host veth {n} exists: this attachment is already set up; DEL it before adding it again")
+            }
             DataplaneError::Invalid(m) => f.write_str(m),
         }
     }
@@ -144,7 +149,9 @@ fn open_in(netns: &NetNs) -> Result<Netlink> {
 fn ensure_bridge(nl: &mut Netlink, name: &str, mtu: u32) -> Result<Link> {
     if let Some(l) = nl.link_by_name(name)? {
         if l.kind.as_deref() != Some("bridge") {
-            return Err(DataplaneError::Invalid(format!("{name} exists and is not a bridge; set \"bridge\" to another name")));
+            return Err(DataplaneError::Invalid(format!(
+                "{name} exists and is not a bridge; set \"bridge\" to another name"
+            )));
         }
         if !l.up {
             nl.set_link_up(l.index)?;
@@ -163,7 +170,11 @@ fn enable_forwarding(addresses: &[PodAddress]) -> Result<()> {
     if addresses.iter().any(|a| a.address.addr().is_ipv4()) {
         set("net/ipv4/ip_forward".into(), "1")?;
     }
-    if addresses.iter().any(|a| a.address.addr().is_ipv6()) && sysctl::read("net/ipv6/conf/all/forwarding").map_err(|e| DataplaneError::Sysctl("net/ipv6/conf/all/forwarding".into(), e))? != "1" {
+    if addresses.iter().any(|a| a.address.addr().is_ipv6())
+        && sysctl::read("net/ipv6/conf/all/forwarding")
+            .map_err(|e| DataplaneError::Sysctl("net/ipv6/conf/all/forwarding".into(), e))?
+            != "1"
+    {
         keep_accepting_router_advertisements()?;
         set("net/ipv6/conf/all/forwarding".into(), "1")?;
     }
@@ -213,25 +224,26 @@ pub fn create_links(nl: &mut Netlink, netns: &NetNs, spec: &EndpointSpec) -> Res
         Mode::Bridge { bridge, .. } => Some(ensure_bridge(nl, bridge, spec.mtu)?),
         Mode::Routed => None,
     };
-    let host = nl.create_veth(&VethSpec {
-        host_name: spec.host_veth.clone(),
-        host_mac: matches!(spec.mode, Mode::Routed).then_some(ROUTED_HOST_MAC),
-        master: bridge.as_ref().map(|b| b.index),
-        peer_name: spec.ifname.clone(),
-        peer_mac: spec.pod_mac,
-        peer_netns_fd: netns.fd(),
-        mtu: spec.mtu,
-    })
-    .map_err(|e| {
-        if !e.is_exists() {
-            return e.into();
-        }
-        // EEXIST names no side: look only now, so the common path pays no extra round trip.
-        match pod_nl.link_by_name(&spec.ifname) {
-            Ok(Some(_)) => DataplaneError::IfnameTaken(spec.ifname.clone()),
-            _ => DataplaneError::HostVethExists(spec.host_veth.clone()),
-        }
-    })?;
+    let host = nl
+        .create_veth(&VethSpec {
+            host_name: spec.host_veth.clone(),
+            host_mac: matches!(spec.mode, Mode::Routed).then_some(ROUTED_HOST_MAC),
+            master: bridge.as_ref().map(|b| b.index),
+            peer_name: spec.ifname.clone(),
+            peer_mac: spec.pod_mac,
+            peer_netns_fd: netns.fd(),
+            mtu: spec.mtu,
+        })
+        .map_err(|e| {
+            if !e.is_exists() {
+                return e.into();
+            }
+            // EEXIST names no side: look only now, so the common path pays no extra round trip.
+            match pod_nl.link_by_name(&spec.ifname) {
+                Ok(Some(_)) => DataplaneError::IfnameTaken(spec.ifname.clone()),
+                _ => DataplaneError::HostVethExists(spec.host_veth.clone()),
+            }
+        })?;
     let found = (|| -> Result<Links> {
         // The host end names its peer's ifindex; the pod end's MAC is the one we gave it.
         let pod = match (host.peer_index, spec.pod_mac) {
@@ -245,7 +257,9 @@ pub fn create_links(nl: &mut Netlink, netns: &NetNs, spec: &EndpointSpec) -> Res
                 kind: Some("veth".into()),
                 peer_index: Some(host.index),
             },
-            _ => pod_nl.link_by_name(&spec.ifname)?.ok_or_else(|| DataplaneError::Invalid(format!("{} did not appear in the pod", spec.ifname)))?,
+            _ => pod_nl
+                .link_by_name(&spec.ifname)?
+                .ok_or_else(|| DataplaneError::Invalid(format!("{} did not appear in the pod", spec.ifname)))?,
         };
         pod_nl.set_link_up(pod.index)?;
         if let Mode::Bridge { hairpin: true, .. } = spec.mode {
@@ -270,11 +284,13 @@ pub fn configure(nl: &mut Netlink, spec: &EndpointSpec, links: Links) -> Result<
         Mode::Bridge { .. } => {
             let br = bridge.as_ref().expect("bridge mode has a bridge");
             for a in &spec.addresses {
-                let gw = a.gateway.ok_or_else(|| DataplaneError::Invalid(format!("address {} has no gateway for the bridge", a.address)))?;
-                let gw_net = IpNet::new(gw, a.address.prefix_len())
-                    .ok()
-                    .filter(|n| n.trunc() == a.address.trunc())
-                    .ok_or_else(|| DataplaneError::Invalid(format!("gateway {gw} is not inside {}", a.address.trunc())))?;
+                let gw = a.gateway.ok_or_else(|| {
+                    DataplaneError::Invalid(format!("address {} has no gateway for the bridge", a.address))
+                })?;
+                let gw_net =
+                    IpNet::new(gw, a.address.prefix_len()).ok().filter(|n| n.trunc() == a.address.trunc()).ok_or_else(
+                        || DataplaneError::Invalid(format!("gateway {gw} is not inside {}", a.address.trunc())),
+                    )?;
                 nl.add_address(br.index, gw_net, true)?;
             }
             for a in &spec.addresses {
@@ -332,7 +348,13 @@ pub fn planned_routes(mode: &Mode, addresses: &[PodAddress]) -> Vec<(IpNet, IpAd
         let gw = match (mode, a.gateway) {
             (Mode::Bridge { .. }, Some(g)) => g,
             (Mode::Bridge { .. }, None) => continue,
-            (Mode::Routed, _) => if v4 { ROUTED_GATEWAY_V4.into() } else { ROUTED_GATEWAY_V6.into() },
+            (Mode::Routed, _) => {
+                if v4 {
+                    ROUTED_GATEWAY_V4.into()
+                } else {
+                    ROUTED_GATEWAY_V6.into()
+                }
+            }
         };
         out.push((default_route(gw), gw));
     }
@@ -340,7 +362,11 @@ pub fn planned_routes(mode: &Mode, addresses: &[PodAddress]) -> Vec<(IpNet, IpAd
 }
 
 fn default_route(gw: IpAddr) -> IpNet {
-    if gw.is_ipv4() { "0.0.0.0/0".parse().expect("literal") } else { "::/0".parse().expect("literal") }
+    if gw.is_ipv4() {
+        "0.0.0.0/0".parse().expect("literal")
+    } else {
+        "::/0".parse().expect("literal")
+    }
 }
 
 /// Remove the endpoint: deleting the host end removes the pod end, and its host routes, with it.
@@ -359,7 +385,9 @@ pub fn check(nl: &mut Netlink, netns: &NetNs, spec: &EndpointSpec) -> Result<Vec
             let br = nl.link_by_name(bridge)?;
             match br {
                 None => drift.push(format!("bridge {bridge} is missing")),
-                Some(b) if h.master != Some(b.index) => drift.push(format!("host veth {} is not attached to bridge {bridge}", spec.host_veth)),
+                Some(b) if h.master != Some(b.index) => {
+                    drift.push(format!("host veth {} is not attached to bridge {bridge}", spec.host_veth))
+                }
                 Some(b) => {
                     let have = nl.addresses(b.index)?;
                     for a in &spec.addresses {

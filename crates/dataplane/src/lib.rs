@@ -6,6 +6,8 @@ pub mod netlink;
 pub mod netns;
 pub mod sysctl;
 
-pub use endpoint::{host_veth_name, pod_mac, planned_routes, DataplaneError, Endpoint, EndpointSpec, Links, Mode, PodAddress};
+pub use endpoint::{
+    host_veth_name, planned_routes, pod_mac, DataplaneError, Endpoint, EndpointSpec, Links, Mode, PodAddress,
+};
 pub use netlink::Netlink;
 pub use netns::{NetNs, NetNsError};

@@ -3,11 +3,19 @@
 //! Functions are named for what they do to the kernel; callers never see netlink messages.
 
 use ipnet::IpNet;
-use netlink_packet_core::{NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO,
+    NLM_F_EXCL, NLM_F_REQUEST,
+};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope};
-use netlink_packet_route::link::{InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
+};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use std::fmt;
@@ -81,7 +89,12 @@ impl Netlink {
     }
 
     /// Send one request and collect its replies until the ACK (or DONE for dumps).
-    fn request(&mut self, op: impl Fn() -> String, msg: RouteNetlinkMessage, flags: u16) -> NlResult<Vec<RouteNetlinkMessage>> {
+    fn request(
+        &mut self,
+        op: impl Fn() -> String,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> NlResult<Vec<RouteNetlinkMessage>> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | flags;
@@ -149,7 +162,8 @@ impl Netlink {
     }
 
     pub fn links(&mut self) -> NlResult<Vec<Link>> {
-        let r = self.request(|| "listing links".into(), RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)?;
+        let r =
+            self.request(|| "listing links".into(), RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)?;
         Ok(r.into_iter().filter_map(link_of).collect())
     }
 
@@ -203,7 +217,8 @@ impl Netlink {
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
         ]));
         let op = || format!("creating veth {} with peer {} in the pod", spec.host_name, spec.peer_name);
-        let replies = self.request(op, RouteNetlinkMessage::NewLink(msg), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO)?;
+        let replies =
+            self.request(op, RouteNetlinkMessage::NewLink(msg), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO)?;
         match replies.into_iter().find_map(link_of).filter(|l| l.peer_index.is_some()) {
             Some(link) => Ok(link),
             // A kernel that does not echo new links: ask.
@@ -262,27 +277,41 @@ impl Netlink {
             msg.header.flags = AddressHeaderFlags::Nodad;
             msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
-        match self.ack(|| format!("adding address {addr} to link {index}"), RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL) {
+        match self.ack(
+            || format!("adding address {addr} to link {index}"),
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        ) {
             Err(e) if exist_ok && e.is_exists() => Ok(()),
             other => other,
         }
     }
 
     pub fn addresses(&mut self, index: u32) -> NlResult<Vec<IpNet>> {
-        let r = self.request(|| "listing addresses".into(), RouteNetlinkMessage::GetAddress(AddressMessage::default()), NLM_F_DUMP)?;
+        let r = self.request(
+            || "listing addresses".into(),
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+        )?;
         let mut out = Vec::new();
         for m in r {
             if let RouteNetlinkMessage::NewAddress(a) = m {
                 if a.header.index != index {
                     continue;
                 }
-                let ip = a.attributes.iter().find_map(|at| match at {
-                    AddressAttribute::Local(ip) => Some(*ip),
-                    _ => None,
-                }).or_else(|| a.attributes.iter().find_map(|at| match at {
-                    AddressAttribute::Address(ip) => Some(*ip),
-                    _ => None,
-                }));
+                let ip = a
+                    .attributes
+                    .iter()
+                    .find_map(|at| match at {
+                        AddressAttribute::Local(ip) => Some(*ip),
+                        _ => None,
+                    })
+                    .or_else(|| {
+                        a.attributes.iter().find_map(|at| match at {
+                            AddressAttribute::Address(ip) => Some(*ip),
+                            _ => None,
+                        })
+                    });
                 if let Some(ip) = ip {
                     if let Ok(net) = IpNet::new(ip, a.header.prefix_len) {
                         out.push(net);
@@ -311,7 +340,11 @@ impl Netlink {
             msg.attributes.push(RouteAttribute::Gateway(route_addr(gw)));
         }
         msg.attributes.push(RouteAttribute::Oif(oif));
-        self.ack(|| format!("adding route {dst} via {gateway:?} dev {oif}"), RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL)
+        self.ack(
+            || format!("adding route {dst} via {gateway:?} dev {oif}"),
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
     }
 
     /// Routes of the main table for one family.
@@ -322,10 +355,14 @@ impl Netlink {
         let mut out = Vec::new();
         for m in r {
             let RouteNetlinkMessage::NewRoute(rt) = m else { continue };
-            let table = rt.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Table(t) => Some(*t),
-                _ => None,
-            }).unwrap_or(rt.header.table as u32);
+            let table = rt
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Table(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(rt.header.table as u32);
             if table != RouteHeader::RT_TABLE_MAIN as u32 || rt.header.kind != RouteType::Unicast {
                 continue;
             }
@@ -359,7 +396,11 @@ impl Netlink {
             IpAddr::V6(a) => NeighbourAddress::Inet6(a),
         }));
         msg.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-        self.ack(|| format!("adding neighbour {ip} on link {index}"), RouteNetlinkMessage::NewNeighbour(msg), NLM_F_CREATE | libc::NLM_F_REPLACE as u16)
+        self.ack(
+            || format!("adding neighbour {ip} on link {index}"),
+            RouteNetlinkMessage::NewNeighbour(msg),
+            NLM_F_CREATE | libc::NLM_F_REPLACE as u16,
+        )
     }
 }
 
@@ -375,7 +416,11 @@ pub struct VethSpec {
 }
 
 fn family(ip: IpAddr) -> AddressFamily {
-    if ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 }
+    if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
 }
 
 fn route_addr(ip: IpAddr) -> RouteAddress {

@@ -20,7 +20,11 @@ pub fn from_u128(v: u128, v4: bool) -> IpAddr {
 }
 
 pub fn max_prefix(v4: bool) -> u8 {
-    if v4 { 32 } else { 128 }
+    if v4 {
+        32
+    } else {
+        128
+    }
 }
 
 /// First and last address of a prefix, as numbers.
@@ -31,7 +35,11 @@ pub fn bounds(net: IpNet) -> (u128, u128) {
 /// Number of `block_len` blocks in `pool` (saturating for absurd IPv6 splits).
 pub fn block_count(pool: IpNet, block_len: u8) -> u128 {
     let bits = u32::from(block_len.saturating_sub(pool.prefix_len()));
-    if bits >= 127 { u128::MAX } else { 1u128 << bits }
+    if bits >= 127 {
+        u128::MAX
+    } else {
+        1u128 << bits
+    }
 }
 
 /// The `n`th `block_len` block of `pool`.

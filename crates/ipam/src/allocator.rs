@@ -163,7 +163,10 @@ mod tests {
         assert_eq!(s.pick(&set(&[]), None), Some("10.128.0.0".parse().unwrap()));
         let small = Span::for_block("10.1.0.0/29".parse().unwrap(), Reservation::GatewayPerBlock);
         assert_eq!(small.pick(&set(&[]), Some("10.1.0.4".parse().unwrap())), Some("10.1.0.5".parse().unwrap()));
-        assert_eq!(small.pick(&set(&["10.1.0.6"]), Some("10.1.0.5".parse().unwrap())), Some("10.1.0.2".parse().unwrap()));
+        assert_eq!(
+            small.pick(&set(&["10.1.0.6"]), Some("10.1.0.5".parse().unwrap())),
+            Some("10.1.0.2".parse().unwrap())
+        );
         assert_eq!(small.pick(&set(&[]), Some("10.9.9.9".parse().unwrap())), Some("10.1.0.2".parse().unwrap()));
     }
 

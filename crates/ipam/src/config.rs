@@ -125,7 +125,10 @@ fn etcd_config(store: &StoreConfig) -> Result<EtcdConfig, IpamError> {
     let mut endpoints = Vec::new();
     for e in &store.endpoints {
         let url = if e.contains("://") { e.clone() } else { format!("http://{e}") };
-        let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).ok_or_else(|| bad(format!("endpoints: {e:?} must be http:// or https:// (or a bare host:port)")))?;
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .ok_or_else(|| bad(format!("endpoints: {e:?} must be http:// or https:// (or a bare host:port)")))?;
         if rest.is_empty() || rest.contains('/') && !rest.ends_with('/') {
             return Err(bad(format!("endpoints: {e:?} is not host:port")));
         }
@@ -260,7 +263,9 @@ impl IpamConfig {
                 .ok_or_else(|| IpamError::Config("ipam.node is not set and the host name cannot be read".into()))?,
         };
         if node.is_empty() || node.len() > 253 || node.contains(['/', '\0']) || node.starts_with('.') {
-            return Err(IpamError::Config(format!("ipam.node {node:?} must be a node name (no '/', at most 253 characters)")));
+            return Err(IpamError::Config(format!(
+                "ipam.node {node:?} must be a node name (no '/', at most 253 characters)"
+            )));
         }
         let data_dir = raw
             .data_dir
@@ -274,14 +279,22 @@ impl IpamConfig {
             "local" => {
                 if let Some(p) = &store.path {
                     if !p.is_absolute() {
-                        return Err(IpamError::Config(format!("ipam.store.path {} must be an absolute path", p.display())));
+                        return Err(IpamError::Config(format!(
+                            "ipam.store.path {} must be an absolute path",
+                            p.display()
+                        )));
                     }
                 }
             }
             "etcd" => {}
-            other => return Err(IpamError::Config(format!("ipam.store.type {other:?} is unknown; use \"local\" or \"etcd\""))),
+            other => {
+                return Err(IpamError::Config(format!(
+                    "ipam.store.type {other:?} is unknown; use \"local\" or \"etcd\""
+                )))
+            }
         }
-        let pools_raw = raw.pools.ok_or_else(|| IpamError::Config("ipam.pools is missing; list at least one pool".into()))?;
+        let pools_raw =
+            raw.pools.ok_or_else(|| IpamError::Config("ipam.pools is missing; list at least one pool".into()))?;
         if pools_raw.is_empty() {
             return Err(IpamError::Config("ipam.pools is empty; list at least one pool".into()));
         }
@@ -290,18 +303,27 @@ impl IpamConfig {
         for p in pools_raw {
             let pool = validate_pool(p)?;
             if !names.insert(pool.cfg.name.clone()) {
-                return Err(IpamError::Config(format!("ipam.pools: name {:?} is used twice; pool names are unique", pool.cfg.name)));
+                return Err(IpamError::Config(format!(
+                    "ipam.pools: name {:?} is used twice; pool names are unique",
+                    pool.cfg.name
+                )));
             }
-            if let Some(other) = pools.iter().find(|o: &&Pool| o.cidr().contains(&pool.cidr()) || pool.cidr().contains(&o.cidr())) {
+            if let Some(other) =
+                pools.iter().find(|o: &&Pool| o.cidr().contains(&pool.cidr()) || pool.cidr().contains(&o.cidr()))
+            {
                 return Err(IpamError::Config(format!(
                     "ipam.pools: {} ({}) overlaps {} ({}); pools of one network must not overlap",
-                    pool.name(), pool.cidr(), other.name(), other.cidr()
+                    pool.name(),
+                    pool.cidr(),
+                    other.name(),
+                    other.cidr()
                 )));
             }
             pools.push(pool);
         }
         let etcd = if store.kind == "etcd" { Some(etcd_config(&store)?) } else { None };
-        let empty_block_grace = std::time::Duration::from_secs(raw.empty_block_grace_seconds.unwrap_or(DEFAULT_EMPTY_BLOCK_GRACE_SECONDS));
+        let empty_block_grace =
+            std::time::Duration::from_secs(raw.empty_block_grace_seconds.unwrap_or(DEFAULT_EMPTY_BLOCK_GRACE_SECONDS));
         Ok(IpamConfig { node, data_dir, store, etcd, empty_block_grace, pools })
     }
 
@@ -321,8 +343,14 @@ impl IpamConfig {
 
 fn validate_pool(p: PoolConfig) -> Result<Pool, IpamError> {
     let field = |f: &str, msg: String| IpamError::Config(format!("ipam.pools[{}].{f}: {msg}", p.name));
-    if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') || p.name.starts_with('.') {
-        return Err(IpamError::Config(format!("ipam.pools: name {:?} must be letters, digits, '-', '_' or '.'", p.name)));
+    if p.name.is_empty()
+        || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        || p.name.starts_with('.')
+    {
+        return Err(IpamError::Config(format!(
+            "ipam.pools: name {:?} must be letters, digits, '-', '_' or '.'",
+            p.name
+        )));
     }
     let cidr = p.cidr;
     if cidr != cidr.trunc() {
@@ -344,14 +372,22 @@ fn validate_pool(p: PoolConfig) -> Result<Pool, IpamError> {
             cidr.prefix_len()
         }
         Source::Overlay => {
-            for (k, set) in [("rangeStart", p.range_start.is_some()), ("rangeEnd", p.range_end.is_some()), ("gateway", p.gateway.is_some()), ("exclude", !p.exclude.is_empty())] {
+            for (k, set) in [
+                ("rangeStart", p.range_start.is_some()),
+                ("rangeEnd", p.range_end.is_some()),
+                ("gateway", p.gateway.is_some()),
+                ("exclude", !p.exclude.is_empty()),
+            ] {
                 if set {
                     return Err(field(k, "applies to range pools only".into()));
                 }
             }
             let b = p.block_size.unwrap_or(if v4 { 26 } else { 122 });
             if b < cidr.prefix_len() || b > max - 2 {
-                return Err(field("blockSize", format!("{b} must lie between the pool's prefix length {} and {}", cidr.prefix_len(), max - 2)));
+                return Err(field(
+                    "blockSize",
+                    format!("{b} must lie between the pool's prefix length {} and {}", cidr.prefix_len(), max - 2),
+                ));
             }
             b
         }
@@ -383,7 +419,10 @@ fn validate_pool(p: PoolConfig) -> Result<Pool, IpamError> {
         exclude.push(net.trunc());
     }
     if p.allow_borrowing && p.source != Source::Overlay {
-        return Err(field("allowBorrowing", "applies to overlay pools only: a range or vnet pool has no blocks to borrow from".into()));
+        return Err(field(
+            "allowBorrowing",
+            "applies to overlay pools only: a range or vnet pool has no blocks to borrow from".into(),
+        ));
     }
     if p.refresh_seconds == Some(0) {
         return Err(field("refreshSeconds", "must be at least 1".into()));
@@ -428,17 +467,38 @@ mod tests {
             (json!({"node":"n"}), "ipam.pools"),
             (json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.1/16"}]}), "host bits"),
             (json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.0/16","blockSize":8}]}), "blockSize"),
-            (json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.0/16","source":"range","rangeStart":"10.1.0.1"}]}), "rangeStart"),
+            (
+                json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.0/16","source":"range","rangeStart":"10.1.0.1"}]}),
+                "rangeStart",
+            ),
             (json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.0/16","gateway":"10.0.0.1"}]}), "gateway"),
-            (json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.0/16"},{"name":"p","cidr":"10.1.0.0/16"}]}), "twice"),
-            (json!({"node":"n","pools":[{"name":"a","cidr":"10.0.0.0/8"},{"name":"b","cidr":"10.1.0.0/16"}]}), "overlaps"),
+            (
+                json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.0/16"},{"name":"p","cidr":"10.1.0.0/16"}]}),
+                "twice",
+            ),
+            (
+                json!({"node":"n","pools":[{"name":"a","cidr":"10.0.0.0/8"},{"name":"b","cidr":"10.1.0.0/16"}]}),
+                "overlaps",
+            ),
             (json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.0/16","colour":"red"}]}), "colour"),
             (json!({"node":"n","store":{"type":"zk"},"pools":[{"name":"p","cidr":"10.0.0.0/16"}]}), "store.type"),
             (json!({"node":"n","store":{"type":"etcd"},"pools":[{"name":"p","cidr":"10.0.0.0/16"}]}), "endpoints"),
-            (json!({"node":"n","store":{"type":"etcd","endpoints":["https://e:2379"]},"pools":[{"name":"p","cidr":"10.0.0.0/16"}]}), "tls.ca"),
-            (json!({"node":"n","store":{"type":"etcd","endpoints":["ftp://e"]},"pools":[{"name":"p","cidr":"10.0.0.0/16"}]}), "endpoints"),
-            (json!({"node":"n","store":{"type":"etcd","endpoints":["e:1"],"username":"u"},"pools":[{"name":"p","cidr":"10.0.0.0/16"}]}), "passwordFile"),
-            (json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.0/16","source":"range","exclude":["bogus"]}]}), "exclude"),
+            (
+                json!({"node":"n","store":{"type":"etcd","endpoints":["https://e:2379"]},"pools":[{"name":"p","cidr":"10.0.0.0/16"}]}),
+                "tls.ca",
+            ),
+            (
+                json!({"node":"n","store":{"type":"etcd","endpoints":["ftp://e"]},"pools":[{"name":"p","cidr":"10.0.0.0/16"}]}),
+                "endpoints",
+            ),
+            (
+                json!({"node":"n","store":{"type":"etcd","endpoints":["e:1"],"username":"u"},"pools":[{"name":"p","cidr":"10.0.0.0/16"}]}),
+                "passwordFile",
+            ),
+            (
+                json!({"node":"n","pools":[{"name":"p","cidr":"10.0.0.0/16","source":"range","exclude":["bogus"]}]}),
+                "exclude",
+            ),
             (json!({"node":"n","pools":[{"name":"p","cidr":"nope"}]}), "cidr"),
             (json!({"node":"a/b","pools":[{"name":"p","cidr":"10.0.0.0/16"}]}), "ipam.node"),
         ];
@@ -458,7 +518,10 @@ mod tests {
 
     #[test]
     fn range_span_keeps_network_broadcast_gateway_and_excludes() {
-        let c = parse(json!({"node":"n","pools":[{"name":"r","cidr":"10.9.0.0/29","source":"range","exclude":["10.9.0.3"]}]})).unwrap();
+        let c = parse(
+            json!({"node":"n","pools":[{"name":"r","cidr":"10.9.0.0/29","source":"range","exclude":["10.9.0.3"]}]}),
+        )
+        .unwrap();
         let s = c.pools[0].range_span(Reservation::GatewayPerBlock);
         assert_eq!(s.gateway, Some("10.9.0.1".parse().unwrap()));
         assert_eq!(s.capacity(), 4); // .2 .4 .5 .6

@@ -15,12 +15,18 @@ pub enum IpamError {
     /// The pod's namespace may use no pool.
     NoEligiblePool(String),
     /// A state file failed its checksum or does not decode.
-    Corrupt { path: PathBuf, why: String },
+    Corrupt {
+        path: PathBuf,
+        why: String,
+    },
     /// The store lock could not be taken in time.
     Busy(String),
     /// The cluster store did not answer within its time budget.
     Unavailable(String),
-    Io { what: String, err: std::io::Error },
+    Io {
+        what: String,
+        err: std::io::Error,
+    },
 }
 
 impl IpamError {

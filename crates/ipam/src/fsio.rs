@@ -2,8 +2,8 @@
 //! store lock with a bounded wait. Every state write in podnet goes through here.
 
 use crate::error::IpamError;
-use nix::fcntl::{Flock, FlockArg};
 use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -142,10 +142,13 @@ pub fn quarantine(dir: &Path, name: &str, quarantine: &Path, copy: bool) -> Resu
     let from = dir.file_name().and_then(|n| n.to_str()).unwrap_or("x");
     let to = format!("{stamp}-{from}-{name}");
     if copy {
-        let bytes = fs::read(dir.join(name)).map_err(|e| IpamError::io(format!("reading {}", dir.join(name).display()), e))?;
+        let bytes =
+            fs::read(dir.join(name)).map_err(|e| IpamError::io(format!("reading {}", dir.join(name).display()), e))?;
         atomic_write(quarantine, &to, &bytes)?;
     } else {
-        fs::rename(dir.join(name), quarantine.join(&to)).map_err(|e| IpamError::io(format!("moving {} into {}", dir.join(name).display(), quarantine.display()), e))?;
+        fs::rename(dir.join(name), quarantine.join(&to)).map_err(|e| {
+            IpamError::io(format!("moving {} into {}", dir.join(name).display(), quarantine.display()), e)
+        })?;
         sync_dir(quarantine)?;
         sync_dir(dir)?;
     }
@@ -204,7 +207,8 @@ pub fn encode_record<T: serde::Serialize>(value: &T) -> Vec<u8> {
 pub fn decode_record<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, IpamError> {
     let corrupt = |why: &str| IpamError::Corrupt { path: path.to_path_buf(), why: why.to_string() };
     let text = std::str::from_utf8(bytes).map_err(|_| corrupt("not UTF-8"))?;
-    let (json, trailer) = text.trim_end_matches('\n').rsplit_once("\ncrc32 ").ok_or_else(|| corrupt("no checksum line"))?;
+    let (json, trailer) =
+        text.trim_end_matches('\n').rsplit_once("\ncrc32 ").ok_or_else(|| corrupt("no checksum line"))?;
     let want = u32::from_str_radix(trailer, 16).map_err(|_| corrupt("bad checksum line"))?;
     if crc32fast::hash(json.as_bytes()) != want {
         return Err(corrupt("checksum mismatch"));
@@ -252,7 +256,6 @@ impl StoreLock {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

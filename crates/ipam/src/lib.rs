@@ -19,10 +19,10 @@ pub use config::{IpamConfig, Pool, Source};
 pub use error::IpamError;
 pub use model::{Allocation, BlockLease, Handle, PodInfo};
 
+use ipnet::IpNet;
 use model::{BlockRelease, Claim, ClaimAs, ClaimOutcome};
 use node::{AddrEntry, Lending, NodeStore};
 use std::collections::{HashMap, HashSet};
-use ipnet::IpNet;
 use std::net::IpAddr;
 use store::local::LocalStore;
 use store::ClusterStore;
@@ -212,7 +212,8 @@ impl Ipam {
         }
         let mut used: HashSet<IpAddr> = entries.iter().map(|e| e.ip).collect();
         // Built first so that an error below drops it and gives back claims already made.
-        let mut pending = Pending { ipam: self, lock: Some(lock), allocations: Vec::new(), existing: false, claims: Vec::new() };
+        let mut pending =
+            Pending { ipam: self, lock: Some(lock), allocations: Vec::new(), existing: false, claims: Vec::new() };
         for v4 in [true, false] {
             let family: Vec<&Pool> = pools.iter().copied().filter(|p| p.is_v4() == v4).collect();
             if family.is_empty() {
@@ -254,7 +255,14 @@ impl Ipam {
 
     /// A free address in `pool` for this node at `step`: from its own blocks, from a block the
     /// cluster store leases to it now, or borrowed from another node's lending block.
-    fn pick_in_pool(&self, pool: &Pool, used: &mut HashSet<IpAddr>, step: Step, handle: &Handle, entries: &[AddrEntry]) -> Result<Option<Picked>, IpamError> {
+    fn pick_in_pool(
+        &self,
+        pool: &Pool,
+        used: &mut HashSet<IpAddr>,
+        step: Step,
+        handle: &Handle,
+        entries: &[AddrEntry],
+    ) -> Result<Option<Picked>, IpamError> {
         match (pool.cfg.source, step) {
             (Source::Range, Step::Own) => {
                 let span = pool.range_span(self.reservation);
@@ -292,7 +300,12 @@ impl Ipam {
                 // Every block is leased and this node's are full: borrow from a lending block of
                 // another node, skipping every address claimed there.
                 let own = self.node.blocks()?;
-                let mut lending: Vec<IpNet> = self.cluster.lending_blocks()?.into_iter().filter(|b| pool.cidr().contains(b) && !own.contains(b)).collect();
+                let mut lending: Vec<IpNet> = self
+                    .cluster
+                    .lending_blocks()?
+                    .into_iter()
+                    .filter(|b| pool.cidr().contains(b) && !own.contains(b))
+                    .collect();
                 if lending.is_empty() {
                     return Ok(None);
                 }
@@ -313,7 +326,12 @@ impl Ipam {
     /// does not know (lost to a crash, or forgotten by a hand-back the cluster store never saw).
     /// Call with the node lock held. `in_use` caches, across calls, the blocks that lend or hold
     /// claims: read only when there is a lease to adopt (a rare path).
-    fn adopt(&self, lease: &BlockLease, entries: &[AddrEntry], in_use: &mut Option<HashSet<IpNet>>) -> Result<(), IpamError> {
+    fn adopt(
+        &self,
+        lease: &BlockLease,
+        entries: &[AddrEntry],
+        in_use: &mut Option<HashSet<IpNet>>,
+    ) -> Result<(), IpamError> {
         let in_use = match in_use {
             Some(b) => b,
             None => {
@@ -333,7 +351,14 @@ impl Ipam {
 
     /// A free address in the node's own `blocks`, claimed in the cluster store where the block
     /// lends (or its pool allows borrowing: the block starts lending now).
-    fn take_from_own(&self, pool: &Pool, blocks: &[IpNet], used: &mut HashSet<IpAddr>, handle: &Handle, entries: &[AddrEntry]) -> Result<Option<Picked>, IpamError> {
+    fn take_from_own(
+        &self,
+        pool: &Pool,
+        blocks: &[IpNet],
+        used: &mut HashSet<IpAddr>,
+        handle: &Handle,
+        entries: &[AddrEntry],
+    ) -> Result<Option<Picked>, IpamError> {
         let cursor = self.node.cursor(pool.name());
         for &block in blocks {
             let lending = match self.node.lending(block)? {
@@ -347,7 +372,9 @@ impl Ipam {
                     }
                 }
             };
-            if let Some(hit) = self.take(block, ClaimAs::Owner { announce: lending == Lending::Claiming }, used, handle, cursor)? {
+            if let Some(hit) =
+                self.take(block, ClaimAs::Owner { announce: lending == Lending::Claiming }, used, handle, cursor)?
+            {
                 if lending == Lending::Claiming {
                     self.node.set_lending(block, Lending::Announced)?;
                 }
@@ -391,7 +418,14 @@ impl Ipam {
 
     /// Pick and claim a free address of `block`, skipping addresses the cluster store says are
     /// claimed; `None` when the block is full or no longer usable.
-    fn take(&self, block: IpNet, how: ClaimAs, used: &mut HashSet<IpAddr>, handle: &Handle, cursor: Option<IpAddr>) -> Result<Option<Picked>, IpamError> {
+    fn take(
+        &self,
+        block: IpNet,
+        how: ClaimAs,
+        used: &mut HashSet<IpAddr>,
+        handle: &Handle,
+        cursor: Option<IpAddr>,
+    ) -> Result<Option<Picked>, IpamError> {
         let span = Span::for_block(block, self.reservation);
         self.node.mark_claimant()?;
         while let Some(ip) = span.pick(used, cursor) {
@@ -429,11 +463,13 @@ impl Ipam {
         let entries = self.node.entries()?;
         let (mine, rest): (Vec<AddrEntry>, Vec<AddrEntry>) = entries.into_iter().partition(|e| &e.handle == handle);
         // Claim ids live in the records: read them (borrowing nodes only) before they go.
-        let records: Vec<Allocation> = if self.may_claim() { mine.iter().filter_map(|e| self.node.read(e).ok()).collect() } else { Vec::new() };
+        let records: Vec<Allocation> =
+            if self.may_claim() { mine.iter().filter_map(|e| self.node.read(e).ok()).collect() } else { Vec::new() };
         self.node.remove(&mine)?;
         let mut claims = Vec::new();
         if !mine.is_empty() {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             let blocks = self.node.blocks()?;
             for &block in &blocks {
                 if mine.iter().any(|e| block.contains(&e.ip)) && !rest.iter().any(|e| block.contains(&e.ip)) {
@@ -509,7 +545,9 @@ impl Ipam {
             // adopted, so they go back too: every node converges once the cluster store answers.
             let known = self.node.blocks()?;
             let mut in_use = None;
-            for lease in self.cluster.leases()?.into_iter().filter(|l| l.node == self.cfg.node && !known.contains(&l.block)) {
+            for lease in
+                self.cluster.leases()?.into_iter().filter(|l| l.node == self.cfg.node && !known.contains(&l.block))
+            {
                 self.adopt(&lease, &entries, &mut in_use)?;
             }
             let marked: Vec<ipnet::IpNet> = self.node.empty_blocks().into_iter().map(|(b, _)| b).collect();
@@ -561,7 +599,8 @@ impl Ipam {
     /// too; if the cluster store is down that part waits for the next GC.
     pub fn gc(&self, keep: &HashSet<Handle>) -> Result<Vec<(Handle, IpAddr)>, IpamError> {
         let _lock = self.node.lock()?;
-        let (stale, live): (Vec<AddrEntry>, Vec<AddrEntry>) = self.node.entries()?.into_iter().partition(|e| !keep.contains(&e.handle));
+        let (stale, live): (Vec<AddrEntry>, Vec<AddrEntry>) =
+            self.node.entries()?.into_iter().partition(|e| !keep.contains(&e.handle));
         self.node.remove(&stale)?;
         if self.may_claim() {
             match self.release_stale_claims_locked(&live) {
@@ -615,7 +654,9 @@ impl Ipam {
             *used_per_pool.entry(a.pool.as_str()).or_default() += 1;
         }
         let has_room = self.cfg.pools.iter().filter(|p| !p.cfg.disabled).any(|p| match p.cfg.source {
-            Source::Range => p.range_span(self.reservation).capacity() > used_per_pool.get(p.name()).copied().unwrap_or(0),
+            Source::Range => {
+                p.range_span(self.reservation).capacity() > used_per_pool.get(p.name()).copied().unwrap_or(0)
+            }
             // An overlay pool can always lease another block unless the cluster says otherwise;
             // the cheap answer here is "yes", ADD reports exhaustion precisely.
             Source::Overlay => true,
@@ -649,7 +690,11 @@ mod tests {
     fn overlay_leases_blocks_as_they_fill_and_releases_by_handle() {
         let d = tempfile::tempdir().unwrap();
         // /30 blocks on a bridge keep network, gateway and broadcast: one pod per block.
-        let ipam = ipam(d.path(), json!([{"name": "p", "cidr": "10.1.0.0/28", "blockSize": 30}]), Reservation::GatewayPerBlock);
+        let ipam = ipam(
+            d.path(),
+            json!([{"name": "p", "cidr": "10.1.0.0/28", "blockSize": 30}]),
+            Reservation::GatewayPerBlock,
+        );
         let mut got = Vec::new();
         for i in 0..4 {
             let a = ipam.allocate(&Handle::new(&format!("c{i}"), "eth0"), &pod("default")).unwrap();
@@ -705,7 +750,11 @@ mod tests {
     #[test]
     fn a_namespace_with_no_pool_is_refused() {
         let d = tempfile::tempdir().unwrap();
-        let ipam = ipam(d.path(), json!([{"name": "team", "cidr": "10.9.0.0/24", "namespaces": ["team-a"]}]), Reservation::None);
+        let ipam = ipam(
+            d.path(),
+            json!([{"name": "team", "cidr": "10.9.0.0/24", "namespaces": ["team-a"]}]),
+            Reservation::None,
+        );
         assert!(matches!(ipam.allocate(&Handle::new("a", "eth0"), &pod("b")), Err(IpamError::NoEligiblePool(_))));
         let d2 = tempfile::tempdir().unwrap();
         let disabled = ipam_disabled(d2.path());
@@ -837,8 +886,10 @@ mod tests {
         // a's block is full of its own and lent addresses: a never hands out a borrowed one.
         assert!(matches!(add(&a, "a2"), Err(IpamError::Exhausted(_))));
         let lent = report::borrowed(&a).unwrap();
-        assert_eq!(lent.iter().map(|x| (x.ip.to_string(), x.borrower.as_str(), x.owner.as_deref())).collect::<Vec<_>>(),
-            [("10.2.0.2".to_string(), "b", Some("a")), ("10.2.0.3".to_string(), "b", Some("a"))]);
+        assert_eq!(
+            lent.iter().map(|x| (x.ip.to_string(), x.borrower.as_str(), x.owner.as_deref())).collect::<Vec<_>>(),
+            [("10.2.0.2".to_string(), "b", Some("a")), ("10.2.0.3".to_string(), "b", Some("a"))]
+        );
         assert_eq!(report::show(&b).unwrap()[0].borrowed, 2);
         assert!(report::check(&b, &|_| true).unwrap().is_empty(), "borrowing in a borrowing pool is no problem");
         // An empty block that still lends stays with its owner until the borrowed addresses go.
@@ -875,7 +926,13 @@ mod tests {
             add(&b, &format!("b{i}")).unwrap();
         }
         assert_eq!(add(&b, "b4").unwrap(), "10.2.0.3");
-        let all: HashSet<String> = a.allocations().unwrap().iter().chain(b.allocations().unwrap().iter()).map(|x| x.address.addr().to_string()).collect();
+        let all: HashSet<String> = a
+            .allocations()
+            .unwrap()
+            .iter()
+            .chain(b.allocations().unwrap().iter())
+            .map(|x| x.address.addr().to_string())
+            .collect();
         assert_eq!(all.len(), 8, "no address twice: {all:?}");
         assert!(report::check(&a, &|_| true).unwrap().is_empty());
     }
@@ -891,7 +948,8 @@ mod tests {
         assert!(a.cluster().claims().unwrap().is_empty());
         // A claim no record holds (a DEL that could not reach the store) is leaked, and GC frees it.
         add(&a, "y").unwrap();
-        let stale = Claim::new("10.2.0.3".parse().unwrap(), "10.2.0.0/30".parse().unwrap(), "a", &Handle::new("gone", "eth0"));
+        let stale =
+            Claim::new("10.2.0.3".parse().unwrap(), "10.2.0.0/30".parse().unwrap(), "a", &Handle::new("gone", "eth0"));
         assert_eq!(a.cluster().claim(&stale, ClaimAs::Owner { announce: false }).unwrap(), ClaimOutcome::Claimed);
         let problems = report::check(&a, &|_| true).unwrap();
         assert!(problems.len() == 1 && problems[0].kind == report::ProblemKind::Leaked, "{problems:?}");
@@ -901,7 +959,10 @@ mod tests {
         let cfg = a.config().clone();
         let bridge = Ipam::new(cfg, "net", Reservation::GatewayPerBlock);
         let e = bridge.allocate(&Handle::new("z", "eth0"), &pod("x")).unwrap_err();
-        assert!(matches!(e, IpamError::Config(_)) && e.to_string().contains("allowBorrowing needs the routed dataplane"), "{e}");
+        assert!(
+            matches!(e, IpamError::Config(_)) && e.to_string().contains("allowBorrowing needs the routed dataplane"),
+            "{e}"
+        );
     }
 
     #[test]

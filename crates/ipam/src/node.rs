@@ -4,7 +4,10 @@
 
 use crate::addr::{net_from_file_name, net_to_file_name};
 use crate::error::IpamError;
-use crate::fsio::{atomic_write, encode_record, Batch, ensure_dir, list, list_locked, read_record, remove, sync_dir, StoreLock, LOCK_WAIT};
+use crate::fsio::{
+    atomic_write, encode_record, ensure_dir, list, list_locked, read_record, remove, sync_dir, Batch, StoreLock,
+    LOCK_WAIT,
+};
 use crate::model::{Allocation, BlockLease, Handle};
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -136,7 +139,12 @@ impl NodeStore {
         list(&self.empty_dir())
             .unwrap_or_default()
             .iter()
-            .filter_map(|n| Some((net_from_file_name(n)?, std::fs::read_to_string(self.empty_dir().join(n)).ok()?.trim().parse().ok()?)))
+            .filter_map(|n| {
+                Some((
+                    net_from_file_name(n)?,
+                    std::fs::read_to_string(self.empty_dir().join(n)).ok()?.trim().parse().ok()?,
+                ))
+            })
             .collect()
     }
 
@@ -238,7 +246,12 @@ impl NodeStore {
     pub fn set_cursor(&self, pool: &str, ip: IpAddr) {
         use std::io::{Seek, Write};
         let line = format!("{ip:<39}\n");
-        let f = std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(self.cursor_dir().join(pool));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(self.cursor_dir().join(pool));
         if let Ok(mut f) = f {
             let _ = f.seek(std::io::SeekFrom::Start(0)).and_then(|_| f.write_all(line.as_bytes()));
         }

@@ -99,12 +99,18 @@ pub fn rebuild(
             },
         }
     }
-    let bad_blocks: Vec<String> =
-        fsio::list_locked(&blocks_dir)?.into_iter().filter(|n| matches!(read_record::<BlockLease>(&blocks_dir.join(n)), Err(IpamError::Corrupt { .. }))).collect();
+    let bad_blocks: Vec<String> = fsio::list_locked(&blocks_dir)?
+        .into_iter()
+        .filter(|n| matches!(read_record::<BlockLease>(&blocks_dir.join(n)), Err(IpamError::Corrupt { .. })))
+        .collect();
     if corrupt.is_empty() && unnamed.is_empty() && bad_blocks.is_empty() {
         return Ok(RebuildReport { repairs, quarantine });
     }
-    let handles: BTreeSet<&Handle> = intact.keys().chain(corrupt.keys()).chain(unnamed.iter().filter_map(|(_, a)| a.as_ref().map(|a| &a.handle))).collect();
+    let handles: BTreeSet<&Handle> = intact
+        .keys()
+        .chain(corrupt.keys())
+        .chain(unnamed.iter().filter_map(|(_, a)| a.as_ref().map(|a| &a.handle)))
+        .collect();
     let mut alive: BTreeMap<Handle, bool> = BTreeMap::new();
     for h in handles {
         alive.insert(h.clone(), live(h)?);
@@ -120,7 +126,11 @@ pub fn rebuild(
     // Block leases first: restored records name their block.
     let me = &ipam.config().node;
     // The cluster store is asked only when it has something to say.
-    let cluster_leases: Vec<BlockLease> = if bad_blocks.is_empty() { Vec::new() } else { ipam.cluster().leases()?.into_iter().filter(|l| &l.node == me).collect() };
+    let cluster_leases: Vec<BlockLease> = if bad_blocks.is_empty() {
+        Vec::new()
+    } else {
+        ipam.cluster().leases()?.into_iter().filter(|l| &l.node == me).collect()
+    };
     for name in bad_blocks {
         let block = crate::addr::net_from_file_name(&name);
         match cluster_leases.iter().find(|l| Some(l.block) == block) {
@@ -193,18 +203,26 @@ pub fn rebuild(
             let held = claims.iter().find(|c| c.ip == e.ip);
             match held {
                 Some(c) if c.handle == handle && &c.node == me => a.claim_id = Some(c.id.clone()),
-                Some(c) => repairs.push(Repair::Contested { ip: e.ip, handle: handle.clone(), holder: format!("{} on node {}", c.handle.key(), c.node) }),
+                Some(c) => repairs.push(Repair::Contested {
+                    ip: e.ip,
+                    handle: handle.clone(),
+                    holder: format!("{} on node {}", c.handle.key(), c.node),
+                }),
                 // A lending block claims every address its owner holds.
                 None if overlay && own && node.lending(a.block)?.is_some() => {
                     let claim = Claim::new(e.ip, a.block, me, &handle);
                     match ipam.cluster().claim(&claim, ClaimAs::Owner { announce: false })? {
                         ClaimOutcome::Claimed => a.claim_id = Some(claim.id),
-                        ClaimOutcome::Taken(_) | ClaimOutcome::BlockGone => {
-                            repairs.push(Repair::Contested { ip: e.ip, handle: handle.clone(), holder: "another claim, or the block's lease changed".into() })
-                        }
+                        ClaimOutcome::Taken(_) | ClaimOutcome::BlockGone => repairs.push(Repair::Contested {
+                            ip: e.ip,
+                            handle: handle.clone(),
+                            holder: "another claim, or the block's lease changed".into(),
+                        }),
                     }
                 }
-                None if overlay && !own => repairs.push(Repair::Unleased { ip: e.ip, handle: handle.clone(), block: a.block }),
+                None if overlay && !own => {
+                    repairs.push(Repair::Unleased { ip: e.ip, handle: handle.clone(), block: a.block })
+                }
                 None => {}
             }
             restored.push((e, a));
@@ -246,7 +264,11 @@ fn placed(ipam: &Ipam, blocks: &[IpNet], ip: IpAddr) -> Option<(String, Span)> {
         _ => {
             // A borrowed address's block is another node's; either way it is the pool's block
             // that contains the address.
-            let block = blocks.iter().copied().find(|b| b.contains(&ip)).unwrap_or_else(|| IpNet::new(ip, pool.block_len).expect("block fits").trunc());
+            let block = blocks
+                .iter()
+                .copied()
+                .find(|b| b.contains(&ip))
+                .unwrap_or_else(|| IpNet::new(ip, pool.block_len).expect("block fits").trunc());
             Span::for_block(block, ipam.reservation())
         }
     };
@@ -327,7 +349,12 @@ mod tests {
         assert!(!r.repairs.iter().any(Repair::needs_action));
         let all = ipam.allocations().unwrap();
         assert_eq!(all.len(), 2);
-        assert!(all.iter().all(|x| x.handle == ha && x.pod.namespace.as_deref() == Some("team") && x.attachment == Some(json!({"endpoint": "a"}))), "{all:?}");
+        assert!(
+            all.iter().all(|x| x.handle == ha
+                && x.pod.namespace.as_deref() == Some("team")
+                && x.attachment == Some(json!({"endpoint": "a"}))),
+            "{all:?}"
+        );
         assert_eq!(fsio::list(&r.quarantine).unwrap().len(), 4, "every garbled or misnamed file is kept");
         // b's addresses are free again: the next pod gets the lowest of them.
         std::fs::remove_dir_all(ipam.node_store().dir().join("cursor")).unwrap();
@@ -363,7 +390,11 @@ mod tests {
         n1.cluster().release_block(lease.block, "n1", true).unwrap();
         let r = rebuild(&n1, &live_set(&["a", "b"]), &no_attachment, false).unwrap();
         assert!(r.repairs.contains(&Repair::BlockDropped { block: lease.block }), "{:?}", r.repairs);
-        assert!(r.repairs.contains(&Repair::Unleased { ip: b, handle: Handle::new("b", "eth0"), block: lease.block }), "{:?}", r.repairs);
+        assert!(
+            r.repairs.contains(&Repair::Unleased { ip: b, handle: Handle::new("b", "eth0"), block: lease.block }),
+            "{:?}",
+            r.repairs
+        );
         assert!(r.repairs.contains(&Repair::Restored { ip: b, handle: Handle::new("b", "eth0") }));
         let _ = n2;
     }

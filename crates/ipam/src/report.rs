@@ -60,12 +60,19 @@ pub fn show(ipam: &Ipam) -> Result<Vec<PoolReport>, IpamError> {
                 (cap, 0, Vec::new(), cap.saturating_sub(used as u128))
             }
             _ => {
-                let per_block = Span::for_block(crate::addr::nth_block(pool.cidr(), pool.block_len, 0), ipam.reservation()).capacity();
+                let per_block =
+                    Span::for_block(crate::addr::nth_block(pool.cidr(), pool.block_len, 0), ipam.reservation())
+                        .capacity();
                 let blocks = block_count(pool.cidr(), pool.block_len);
                 let leased = leases.iter().filter(|l| pool.cidr().contains(&l.block)).count() as u128;
                 let mine: Vec<IpNet> = node_blocks.iter().copied().filter(|b| pool.cidr().contains(b)).collect();
                 let mine_cap = mine.len() as u128 * per_block;
-                (blocks.saturating_mul(per_block), blocks.saturating_sub(leased), mine, mine_cap.saturating_sub(used as u128))
+                (
+                    blocks.saturating_mul(per_block),
+                    blocks.saturating_sub(leased),
+                    mine,
+                    mine_cap.saturating_sub(used as u128),
+                )
             }
         };
         let mut by_node = BTreeMap::new();
@@ -175,7 +182,11 @@ pub fn check(ipam: &Ipam, live: &dyn Fn(&Handle) -> bool) -> Result<Vec<Problem>
     };
     let me = &ipam.config().node;
     let mine: Vec<IpNet> = ipam.cluster().leases()?.into_iter().filter(|l| &l.node == me).map(|l| l.block).collect();
-    let claims: HashSet<Claim> = if ipam.may_claim() { ipam.cluster().claims()?.into_iter().filter(|c| &c.node == me).collect() } else { HashSet::new() };
+    let claims: HashSet<Claim> = if ipam.may_claim() {
+        ipam.cluster().claims()?.into_iter().filter(|c| &c.node == me).collect()
+    } else {
+        HashSet::new()
+    };
     let mut by_ip: HashMap<IpAddr, Vec<&Handle>> = HashMap::new();
     for e in &entries {
         by_ip.entry(e.ip).or_default().push(&e.handle);
@@ -196,7 +207,10 @@ pub fn check(ipam: &Ipam, live: &dyn Fn(&Handle) -> bool) -> Result<Vec<Problem>
             }
         };
         if !live(&e.handle) && reported_leak.insert(e.handle.clone()) {
-            push(ProblemKind::Leaked, format!("{} is held by {} but no endpoint of it exists on this node", e.ip, e.handle.key()));
+            push(
+                ProblemKind::Leaked,
+                format!("{} is held by {} but no endpoint of it exists on this node", e.ip, e.handle.key()),
+            );
         }
         let Some(pool) = ipam.config().pools.iter().find(|p| p.name() == a.pool) else {
             push(ProblemKind::Borrowed, format!("{} belongs to pool {}, which the config no longer has", e.ip, a.pool));
@@ -207,10 +221,18 @@ pub fn check(ipam: &Ipam, live: &dyn Fn(&Handle) -> bool) -> Result<Vec<Problem>
             _ => node_blocks.iter().any(|b| b.contains(&e.ip)),
         };
         let claimed = claims.iter().any(|c| c.ip == e.ip && c.handle == e.handle);
-        let lending = node_blocks.iter().find(|b| b.contains(&e.ip)).map(|b| node.lending(*b)).transpose()?.flatten().is_some();
+        let lending =
+            node_blocks.iter().find(|b| b.contains(&e.ip)).map(|b| node.lending(*b)).transpose()?.flatten().is_some();
         if !(inside || pool.cfg.allow_borrowing && claimed) {
-            let why = if pool.cfg.allow_borrowing { "and holds no claim in the cluster store" } else { "which does not allow borrowing" };
-            push(ProblemKind::Borrowed, format!("{} ({}) lies outside this node's blocks in pool {}, {why}", e.ip, e.handle.key(), pool.name()));
+            let why = if pool.cfg.allow_borrowing {
+                "and holds no claim in the cluster store"
+            } else {
+                "which does not allow borrowing"
+            };
+            push(
+                ProblemKind::Borrowed,
+                format!("{} ({}) lies outside this node's blocks in pool {}, {why}", e.ip, e.handle.key(), pool.name()),
+            );
         } else if inside && lending && !claimed {
             push(ProblemKind::Unclaimed, format!(
                 "{} ({}) lies in a lending block but holds no claim in the cluster store, so another node could borrow it; delete and re-create the pod",
@@ -227,12 +249,24 @@ pub fn check(ipam: &Ipam, live: &dyn Fn(&Handle) -> bool) -> Result<Vec<Problem>
     }
     for b in &node_blocks {
         if !mine.contains(b) {
-            push(ProblemKind::OrphanedBlock, format!("block {b} is recorded on this node but not leased to {} in the cluster store", ipam.config().node));
+            push(
+                ProblemKind::OrphanedBlock,
+                format!(
+                    "block {b} is recorded on this node but not leased to {} in the cluster store",
+                    ipam.config().node
+                ),
+            );
         }
     }
     for b in &mine {
         if !node_blocks.contains(b) {
-            push(ProblemKind::UnrecordedLease, format!("block {b} is leased to {} but not recorded on the node (ADD adopts it when it needs a block)", ipam.config().node));
+            push(
+                ProblemKind::UnrecordedLease,
+                format!(
+                    "block {b} is leased to {} but not recorded on the node (ADD adopts it when it needs a block)",
+                    ipam.config().node
+                ),
+            );
         }
     }
     if node.exists() {
@@ -244,7 +278,12 @@ pub fn check(ipam: &Ipam, live: &dyn Fn(&Handle) -> bool) -> Result<Vec<Problem>
 }
 
 /// Free one address. Refuses (returns the holder) when its endpoint is live, unless `force`.
-pub fn release_address(ipam: &Ipam, ip: IpAddr, force: bool, live: &dyn Fn(&Handle) -> bool) -> Result<Result<Vec<Handle>, Handle>, IpamError> {
+pub fn release_address(
+    ipam: &Ipam,
+    ip: IpAddr,
+    force: bool,
+    live: &dyn Fn(&Handle) -> bool,
+) -> Result<Result<Vec<Handle>, Handle>, IpamError> {
     let node = ipam.node_store();
     if !node.exists() {
         return Ok(Ok(Vec::new()));
@@ -260,7 +299,9 @@ pub fn release_address(ipam: &Ipam, ip: IpAddr, force: bool, live: &dyn Fn(&Hand
     if ipam.may_claim() {
         // Its claim goes too: any of this node's for the address that no record holds now.
         let rest = node.entries()?;
-        let stale = ipam.cluster().claims()?.into_iter().filter(|c| c.ip == ip && c.node == ipam.config().node && !rest.iter().any(|e| e.ip == ip && e.handle == c.handle));
+        let stale = ipam.cluster().claims()?.into_iter().filter(|c| {
+            c.ip == ip && c.node == ipam.config().node && !rest.iter().any(|e| e.ip == ip && e.handle == c.handle)
+        });
         for c in stale {
             ipam.cluster().unclaim(&c)?;
         }

@@ -12,7 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 fn block() -> impl Strategy<Value = IpNet> {
     prop_oneof![
         (any::<u32>(), 24u8..=32).prop_map(|(a, len)| IpNet::new(IpAddr::V4(Ipv4Addr::from(a)), len).unwrap().trunc()),
-        (any::<u128>(), 120u8..=128).prop_map(|(a, len)| IpNet::new(IpAddr::V6(Ipv6Addr::from(a)), len).unwrap().trunc()),
+        (any::<u128>(), 120u8..=128)
+            .prop_map(|(a, len)| IpNet::new(IpAddr::V6(Ipv6Addr::from(a)), len).unwrap().trunc()),
     ]
 }
 

@@ -45,7 +45,11 @@ impl PluginConfig {
                 }
                 Mode::Routed
             }
-            other => return Err(CniError::invalid_config(format!("dataplane {other:?} is unknown; use \"bridge\" or \"routed\""))),
+            other => {
+                return Err(CniError::invalid_config(format!(
+                    "dataplane {other:?} is unknown; use \"bridge\" or \"routed\""
+                )))
+            }
         };
         let mtu = match conf.raw.get("mtu") {
             None | Some(Value::Null) => None,
@@ -61,7 +65,9 @@ impl PluginConfig {
         let ipam = conf.raw.get("ipam").cloned().unwrap_or(Value::Null);
         let ipam_type = ipam.get("type").and_then(Value::as_str).unwrap_or_default();
         if ipam_type.is_empty() {
-            return Err(CniError::invalid_config("ipam.type is missing; use \"podnet-ipam\" or another IPAM plugin such as \"host-local\""));
+            return Err(CniError::invalid_config(
+                "ipam.type is missing; use \"podnet-ipam\" or another IPAM plugin such as \"host-local\"",
+            ));
         }
         if ipam_type.contains('/') || ipam_type.starts_with('.') {
             return Err(CniError::invalid_config(format!("ipam.type {ipam_type:?} must be a plugin name, not a path")));

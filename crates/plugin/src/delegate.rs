@@ -32,7 +32,10 @@ pub fn exec(plugin: &Path, command: &str, stdin: &[u8]) -> Result<Vec<u8>, CniEr
         return Ok(out.stdout);
     }
     Err(CniError::from_json(&out.stdout).unwrap_or_else(|| {
-        CniError::new(ErrorCode::DelegateFailed, format!("IPAM plugin {} {command} failed with {}", plugin.display(), out.status))
+        CniError::new(
+            ErrorCode::DelegateFailed,
+            format!("IPAM plugin {} {command} failed with {}", plugin.display(), out.status),
+        )
     }))
 }
 

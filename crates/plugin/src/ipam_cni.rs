@@ -30,7 +30,11 @@ impl podnet_cni::skel::Plugin for IpamPlugin {
             infra_container_id: env.args.infra_container_id.clone(),
         };
         let got = open(conf)?.allocate(&handle(env), &pod)?;
-        let ips = got.allocations.iter().map(|a| IpConfig { address: a.address, gateway: a.gateway, interface: None }).collect();
+        let ips = got
+            .allocations
+            .iter()
+            .map(|a| IpConfig { address: a.address, gateway: a.gateway, interface: None })
+            .collect();
         Ok(CniResult { ips, ..Default::default() })
     }
     fn del(&self, env: &Env, conf: &NetConf) -> Result<(), CniError> {
@@ -40,7 +44,10 @@ impl podnet_cni::skel::Plugin for IpamPlugin {
     fn check(&self, env: &Env, conf: &NetConf) -> Result<(), CniError> {
         let held = open(conf)?.addresses_of(&handle(env))?;
         if held.is_empty() {
-            return Err(CniError::new(podnet_cni::ErrorCode::EndpointDrift, format!("{} holds no address", handle(env).key())));
+            return Err(CniError::new(
+                podnet_cni::ErrorCode::EndpointDrift,
+                format!("{} holds no address", handle(env).key()),
+            ));
         }
         Ok(())
     }
@@ -48,7 +55,8 @@ impl podnet_cni::skel::Plugin for IpamPlugin {
         open(conf)?.status().map_err(|e| CniError::new(podnet_cni::ErrorCode::NotAvailable, e.to_string()))
     }
     fn gc(&self, _env: &Env, conf: &NetConf) -> Result<(), CniError> {
-        let keep: HashSet<Handle> = conf.valid_attachments()?.into_iter().map(|a| Handle::new(&a.container_id, &a.ifname)).collect();
+        let keep: HashSet<Handle> =
+            conf.valid_attachments()?.into_iter().map(|a| Handle::new(&a.container_id, &a.ifname)).collect();
         let ipam = open(conf)?;
         ipam.gc(&keep)?;
         ipam.release_empty_blocks()?;

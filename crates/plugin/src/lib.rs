@@ -10,7 +10,9 @@ pub mod records;
 use config::PluginConfig;
 use podnet_cni::{CniError, CniResult, Env, ErrorCode, Interface, IpConfig, NetConf, Route};
 use podnet_dataplane::netlink::format_mac;
-use podnet_dataplane::{endpoint, host_veth_name, pod_mac, DataplaneError, EndpointSpec, Mode, NetNs, NetNsError, Netlink, PodAddress};
+use podnet_dataplane::{
+    endpoint, host_veth_name, pod_mac, DataplaneError, EndpointSpec, Mode, NetNs, NetNsError, Netlink, PodAddress,
+};
 use podnet_ipam::{Handle, Ipam, IpamConfig, PodInfo, Reservation};
 use records::{EndpointRecord, EndpointStore, RouteRecord};
 use std::collections::HashSet;
@@ -79,11 +81,18 @@ impl Addresses {
 /// The gateway for an address an exec'd IPAM plugin returned: its own if it is usable (same
 /// family, inside the subnet, not the network address), else, on the bridge, the subnet's first
 /// address as the reference bridge plugin does.
-fn delegated_gateway(mode: &Mode, address: ipnet::IpNet, gateway: Option<std::net::IpAddr>) -> Result<Option<std::net::IpAddr>, CniError> {
+fn delegated_gateway(
+    mode: &Mode,
+    address: ipnet::IpNet,
+    gateway: Option<std::net::IpAddr>,
+) -> Result<Option<std::net::IpAddr>, CniError> {
     let subnet = address.trunc();
     if let Some(gw) = gateway {
         if gw.is_ipv4() != address.addr().is_ipv4() || !subnet.contains(&gw) || gw == subnet.network() {
-            return Err(CniError::new(ErrorCode::DelegateFailed, format!("the IPAM plugin's gateway {gw} is not usable for {address}")));
+            return Err(CniError::new(
+                ErrorCode::DelegateFailed,
+                format!("the IPAM plugin's gateway {gw} is not usable for {address}"),
+            ));
         }
         return Ok(Some(gw));
     }
@@ -107,13 +116,18 @@ fn delegate_allocate(cfg: &PluginConfig, env: &Env, conf: &NetConf) -> Result<Ad
     let list: Result<Vec<PodAddress>, CniError> = result
         .ips
         .iter()
-        .map(|ip| Ok(PodAddress { address: ip.address, gateway: delegated_gateway(&cfg.mode, ip.address, ip.gateway)? }))
+        .map(|ip| {
+            Ok(PodAddress { address: ip.address, gateway: delegated_gateway(&cfg.mode, ip.address, ip.gateway)? })
+        })
         .collect();
     match list {
         Ok(list) if !list.is_empty() => Ok(Addresses { list, undo }),
         Ok(list) => {
             Addresses { list, undo }.undo();
-            Err(CniError::new(ErrorCode::DelegateFailed, format!("IPAM plugin {} returned no address", plugin.display())))
+            Err(CniError::new(
+                ErrorCode::DelegateFailed,
+                format!("IPAM plugin {} returned no address", plugin.display()),
+            ))
         }
         Err(e) => {
             Addresses { list: Vec::new(), undo }.undo();
@@ -149,7 +163,8 @@ fn allocate_and_record(
     }
     let ipam = open_ipam(cfg, conf).map_err(|e| (e, None))?;
     let mut pending = ipam.reserve(&h, &pod_info(env)).map_err(|e| (e.into(), None))?;
-    let list: Vec<PodAddress> = pending.allocations.iter().map(|a| PodAddress { address: a.address, gateway: a.gateway }).collect();
+    let list: Vec<PodAddress> =
+        pending.allocations.iter().map(|a| PodAddress { address: a.address, gateway: a.gateway }).collect();
     let record = make_record(&list);
     // The endpoint record rides in the allocation's own file: one durable write (each fsync
     // costs a device flush here, so the count of fsyncs is the ADD's cost).
@@ -163,7 +178,10 @@ fn allocate_and_record(
     let existing = published.existing;
     let finished = published.finish();
     podnet_cni::fault::crash_point("add-after-record");
-    tracing::debug!(cluster_requests = ipam.cluster().requests(), "ADD: cluster store round trips (0 inside the node's blocks)");
+    tracing::debug!(
+        cluster_requests = ipam.cluster().requests(),
+        "ADD: cluster store round trips (0 inside the node's blocks)"
+    );
     let undo: Option<Box<dyn FnOnce()>> = if existing {
         None
     } else {
@@ -211,7 +229,9 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
         };
         // Everything the endpoint record holds is known once the addresses are (the pod MAC is
         // derived from the handle), so it can be written before the interface is configured.
-        let make_record = |addresses: &[PodAddress]| endpoint_record(&cfg, &h, &netns_path.display().to_string(), pod_info(env), mtu, addresses);
+        let make_record = |addresses: &[PodAddress]| {
+            endpoint_record(&cfg, &h, &netns_path.display().to_string(), pod_info(env), mtu, addresses)
+        };
         let store = EndpointStore::new(&cfg.data_dir, &conf.name);
         // Kernel work and store work run side by side: a second thread builds the veth pair (it
         // needs no address), then configures the pod as soon as IPAM has picked the addresses,
@@ -221,7 +241,8 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
         let (kernel, allocated) = std::thread::scope(|s| {
             let (netns, spec) = (&netns, &spec);
             let kernel = s.spawn(move || {
-                let mut nl = Netlink::open().map_err(|e| DataplaneError::Invalid(format!("opening a netlink socket: {e}")))?;
+                let mut nl =
+                    Netlink::open().map_err(|e| DataplaneError::Invalid(format!("opening a netlink socket: {e}")))?;
                 let links = endpoint::create_links(&mut nl, netns, spec)?;
                 podnet_cni::fault::crash_point("add-after-veth");
                 let links_us = started.elapsed().as_micros() as u64;
@@ -238,7 +259,9 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
             });
             let allocated = allocate_and_record(&cfg, env, conf, &store, make_record, picked_tx);
             let ipam_us = started.elapsed().as_micros() as u64;
-            let kernel = kernel.join().unwrap_or_else(|_| Err(DataplaneError::Invalid("internal error: the kernel thread panicked".into())));
+            let kernel = kernel
+                .join()
+                .unwrap_or_else(|_| Err(DataplaneError::Invalid("internal error: the kernel thread panicked".into())));
             (kernel, allocated.map(|a| (a, ipam_us)))
         });
         let allocated = allocated.map(|(a, ipam_us)| {
@@ -301,22 +324,33 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
 
     fn check(&self, env: &Env, conf: &NetConf) -> Result<(), CniError> {
         let cfg = PluginConfig::parse(conf)?;
-        let prev = conf.prev_result.as_ref().ok_or_else(|| CniError::invalid_config("CHECK needs prevResult (the ADD result)"))?;
+        let prev = conf
+            .prev_result
+            .as_ref()
+            .ok_or_else(|| CniError::invalid_config("CHECK needs prevResult (the ADD result)"))?;
         let netns_path = env.netns.clone().expect("CHECK requires CNI_NETNS");
         let netns = NetNs::open_pod(&netns_path).map_err(netns_error)?;
         let h = handle(env);
         // Our addresses are those prevResult gives the pod interface (chained plugins may add others).
         let pod_iface = prev.interfaces.iter().position(|i| i.name == h.ifname && !i.sandbox.is_empty());
-        let ips: Vec<&IpConfig> = prev.ips.iter().filter(|ip| ip.interface.is_none() || ip.interface == pod_iface).collect();
+        let ips: Vec<&IpConfig> =
+            prev.ips.iter().filter(|ip| ip.interface.is_none() || ip.interface == pod_iface).collect();
         if ips.is_empty() {
-            return Err(CniError::new(ErrorCode::EndpointDrift, format!("prevResult holds no address for {}", h.ifname)));
+            return Err(CniError::new(
+                ErrorCode::EndpointDrift,
+                format!("prevResult holds no address for {}", h.ifname),
+            ));
         }
         let mut drift = Vec::new();
         if cfg.ipam_in_process {
             let held = open_ipam(&cfg, conf)?.addresses_of(&h)?;
             for ip in &ips {
                 if !held.contains(&ip.address.addr()) {
-                    drift.push(format!("address {} is not allocated to {} in the IPAM store", ip.address.addr(), h.key()));
+                    drift.push(format!(
+                        "address {} is not allocated to {} in the IPAM store",
+                        ip.address.addr(),
+                        h.key()
+                    ));
                 }
             }
         } else {
@@ -336,7 +370,10 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
         if drift.is_empty() {
             Ok(())
         } else {
-            Err(CniError::new(ErrorCode::EndpointDrift, format!("endpoint {} differs from its ADD: {}", h.key(), drift.join("; "))))
+            Err(CniError::new(
+                ErrorCode::EndpointDrift,
+                format!("endpoint {} differs from its ADD: {}", h.key(), drift.join("; ")),
+            ))
         }
     }
 
@@ -354,11 +391,8 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
 
     fn gc(&self, env: &Env, conf: &NetConf) -> Result<(), CniError> {
         let cfg = PluginConfig::parse(conf)?;
-        let keep: HashSet<Handle> = conf
-            .valid_attachments()?
-            .into_iter()
-            .map(|a| Handle::new(&a.container_id, &a.ifname))
-            .collect();
+        let keep: HashSet<Handle> =
+            conf.valid_attachments()?.into_iter().map(|a| Handle::new(&a.container_id, &a.ifname)).collect();
         let mut errors = Vec::new();
         let store = EndpointStore::new(&cfg.data_dir, &conf.name);
         let ipam = if cfg.ipam_in_process { Some(open_ipam(&cfg, conf)?) } else { None };
@@ -395,14 +429,18 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
                 }
                 // Blocks empty for the grace time go back to their pools (a cluster store call).
                 match ipam.release_empty_blocks() {
-                    Ok(blocks) if !blocks.is_empty() => tracing::info!(blocks = ?blocks, "GC: empty blocks handed back"),
+                    Ok(blocks) if !blocks.is_empty() => {
+                        tracing::info!(blocks = ?blocks, "GC: empty blocks handed back")
+                    }
                     Ok(_) => {}
                     Err(e) => errors.push(e.to_string()),
                 }
             }
             None => {
                 let plugin = delegate::find_plugin(cfg.ipam["type"].as_str().unwrap_or_default(), &env.path)?;
-                if let Err(e) = delegate::exec(&plugin, "GC", &serde_json::to_vec(&conf.raw).expect("config serializes")) {
+                if let Err(e) =
+                    delegate::exec(&plugin, "GC", &serde_json::to_vec(&conf.raw).expect("config serializes"))
+                {
                     errors.push(e.to_string());
                 }
             }
@@ -418,7 +456,14 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
 /// The address as configured on the pod's interface (routed pods get host prefixes).
 /// The endpoint record of an attachment (ADD writes it; `podnetctl ipam rebuild` makes it again
 /// from the kernel). Everything in it follows from the handle, the config and the addresses.
-pub fn endpoint_record(cfg: &PluginConfig, h: &Handle, netns: &str, pod: PodInfo, mtu: u32, addresses: &[PodAddress]) -> EndpointRecord {
+pub fn endpoint_record(
+    cfg: &PluginConfig,
+    h: &Handle,
+    netns: &str,
+    pod: PodInfo,
+    mtu: u32,
+    addresses: &[PodAddress],
+) -> EndpointRecord {
     let routes = endpoint::planned_routes(&cfg.mode, addresses);
     EndpointRecord {
         container_id: h.container_id.clone(),
@@ -448,11 +493,14 @@ pub fn rebuild(cfg: &PluginConfig, ipam: &Ipam, force: bool) -> Result<podnet_ip
     let nl = std::cell::RefCell::new(Netlink::open().map_err(|e| format!("opening netlink: {e}"))?);
     let veth = |h: &Handle| nl.borrow_mut().link_by_name(&host_veth_name(&h.container_id, &h.ifname));
     let live = |h: &Handle| -> Result<bool, podnet_ipam::IpamError> {
-        veth(h).map(|l| l.is_some()).map_err(|e| podnet_ipam::IpamError::io("reading the node's links", std::io::Error::other(e.to_string())))
+        veth(h)
+            .map(|l| l.is_some())
+            .map_err(|e| podnet_ipam::IpamError::io("reading the node's links", std::io::Error::other(e.to_string())))
     };
     let attachment = |h: &Handle, allocations: &[podnet_ipam::Allocation]| {
         let mtu = veth(h).ok().flatten().map(|l| l.mtu).unwrap_or(1500);
-        let addresses: Vec<PodAddress> = allocations.iter().map(|a| PodAddress { address: a.address, gateway: a.gateway }).collect();
+        let addresses: Vec<PodAddress> =
+            allocations.iter().map(|a| PodAddress { address: a.address, gateway: a.gateway }).collect();
         // The pod's namespace path is not in the kernel's view of the node: left empty.
         let rec = endpoint_record(cfg, h, "", allocations[0].pod.clone(), mtu, &addresses);
         Some(serde_json::to_value(rec).expect("records serialize"))
@@ -565,7 +613,8 @@ fn gateway_per_ip(rec: &EndpointRecord) -> Vec<Option<std::net::IpAddr>> {
 /// (in-process IPAM) and those in endpoint files (exec'd IPAM). `plugin` is the conflist's
 /// podnet plugin object. A corrupt record is an error naming its file.
 pub fn endpoints(plugin: &serde_json::Value, network: &str) -> Result<Vec<EndpointRecord>, String> {
-    let data_dir = plugin.get("dataDir").and_then(serde_json::Value::as_str).map(PathBuf::from).unwrap_or_else(default_data_dir);
+    let data_dir =
+        plugin.get("dataDir").and_then(serde_json::Value::as_str).map(PathBuf::from).unwrap_or_else(default_data_dir);
     let mut out = EndpointStore::new(&data_dir, network).list().map_err(|e| e.to_string())?;
     let ipam = plugin.get("ipam").cloned().unwrap_or_default();
     if ipam.get("type").and_then(serde_json::Value::as_str) == Some("podnet-ipam") {
@@ -574,7 +623,10 @@ pub fn endpoints(plugin: &serde_json::Value, network: &str) -> Result<Vec<Endpoi
         for a in Ipam::new(cfg, network, Reservation::None).allocations().map_err(|e| e.to_string())? {
             if let Some(att) = a.attachment {
                 if seen.insert(a.handle.clone()) {
-                    out.push(serde_json::from_value(att).map_err(|e| format!("endpoint of {} does not decode: {e}", a.handle.key()))?);
+                    out.push(
+                        serde_json::from_value(att)
+                            .map_err(|e| format!("endpoint of {} does not decode: {e}", a.handle.key()))?,
+                    );
                 }
             }
         }

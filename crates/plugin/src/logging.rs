@@ -29,5 +29,10 @@ pub fn init(file: &Path, level: &str) {
         }
         Err(_) => BoxMakeWriter::new(std::io::stderr),
     };
-    let _ = tracing_subscriber::fmt().with_writer(writer).with_ansi(false).with_max_level(level).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_max_level(level)
+        .with_target(false)
+        .try_init();
 }

@@ -68,7 +68,8 @@ impl EndpointStore {
 
     /// Every record; a corrupt one is an error naming its file.
     pub fn list(&self) -> Result<Vec<EndpointRecord>, IpamError> {
-        let mut out: Vec<EndpointRecord> = list(&self.dir)?.iter().map(|n| read_record(&self.dir.join(n))).collect::<Result<_, _>>()?;
+        let mut out: Vec<EndpointRecord> =
+            list(&self.dir)?.iter().map(|n| read_record(&self.dir.join(n))).collect::<Result<_, _>>()?;
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.container_id.cmp(&b.container_id)));
         Ok(out)
     }
@@ -76,12 +77,20 @@ impl EndpointStore {
     /// Every record file: its handle (from the name, when it decodes) and its content (an error
     /// when corrupt).
     pub fn files(&self) -> Result<Vec<RecordFile>, IpamError> {
-        Ok(list(&self.dir)?.into_iter().map(|n| (n.clone(), Handle::from_key(&n), read_record(&self.dir.join(&n)))).collect())
+        Ok(list(&self.dir)?
+            .into_iter()
+            .map(|n| (n.clone(), Handle::from_key(&n), read_record(&self.dir.join(&n))))
+            .collect())
     }
 
     /// Move a record file aside into `<dataDir>/<network>/quarantine/` (kept, never deleted).
     pub fn quarantine(&self, file: &str) -> Result<PathBuf, IpamError> {
-        podnet_ipam::fsio::quarantine(&self.dir, file, &self.dir.parent().expect("under the network dir").join("quarantine"), false)
+        podnet_ipam::fsio::quarantine(
+            &self.dir,
+            file,
+            &self.dir.parent().expect("under the network dir").join("quarantine"),
+            false,
+        )
     }
 
     /// Handles with a record, from file names alone.

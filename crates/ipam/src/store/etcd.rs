@@ -15,7 +15,10 @@ use crate::addr::{block_count, net_from_file_name, net_to_file_name, nth_block};
 use crate::config::{EtcdConfig, Pool};
 use crate::error::IpamError;
 use crate::model::{now_rfc3339, BlockLease, BlockRelease, Claim, ClaimAs, ClaimOutcome};
-use etcd_client::{Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions, Txn, TxnOp,
+    TxnOpResponse, TxnResponse,
+};
 use ipnet::IpNet;
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -34,7 +37,9 @@ fn classify(e: &etcd_client::Error) -> Failure {
     let permanent = match e {
         etcd_client::Error::GRpcStatus(status) => {
             let text = status.message().to_ascii_lowercase();
-            text.contains("authentication failed") || text.contains("permission denied") || text.contains("invalid auth token")
+            text.contains("authentication failed")
+                || text.contains("permission denied")
+                || text.contains("invalid auth token")
         }
         _ => false,
     };
@@ -62,8 +67,18 @@ pub struct EtcdStore {
 impl EtcdStore {
     pub fn new(cfg: EtcdConfig, network: &str, outage_note: Option<std::path::PathBuf>) -> EtcdStore {
         let base = format!("{}/{network}", cfg.prefix.trim_end_matches('/'));
-        let (blocks_prefix, claims_prefix, lending_prefix) = (format!("{base}/blocks/"), format!("{base}/claims/"), format!("{base}/lending/"));
-        EtcdStore { cfg, outage_note, blocks_prefix, claims_prefix, lending_prefix, conn: RefCell::new(None), deadline: Cell::new(None), requests: Cell::new(0) }
+        let (blocks_prefix, claims_prefix, lending_prefix) =
+            (format!("{base}/blocks/"), format!("{base}/claims/"), format!("{base}/lending/"));
+        EtcdStore {
+            cfg,
+            outage_note,
+            blocks_prefix,
+            claims_prefix,
+            lending_prefix,
+            conn: RefCell::new(None),
+            deadline: Cell::new(None),
+            requests: Cell::new(0),
+        }
     }
 
     /// etcd requests made so far (0 for an ADD inside the node's own blocks).
@@ -97,11 +112,18 @@ impl EtcdStore {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now_ms = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0)
+        };
         if let Some(note) = &self.outage_note {
             let until = std::fs::read_to_string(note).ok().and_then(|t| t.trim().parse::<u64>().ok());
             if let Some(left) = until.and_then(|u| u.checked_sub(now_ms())).filter(|l| *l > 0) {
-                return Err(self.unavailable(format!("it did not answer another call on this node moments ago ({left} ms before the next try)")));
+                return Err(self.unavailable(format!(
+                    "it did not answer another call on this node moments ago ({left} ms before the next try)"
+                )));
             }
         }
         let result = self.call_inner(f);
@@ -109,7 +131,10 @@ impl EtcdStore {
             match &result {
                 // One failed call's wait is enough for every call for a while.
                 Err(IpamError::Unavailable(_)) => {
-                    let _ = crate::fsio::write_hint(note, (now_ms() + self.cfg.timeout.as_millis() as u64).to_string().as_bytes());
+                    let _ = crate::fsio::write_hint(
+                        note,
+                        (now_ms() + self.cfg.timeout.as_millis() as u64).to_string().as_bytes(),
+                    );
                 }
                 Ok(_) => {
                     if note.exists() {
@@ -159,7 +184,9 @@ impl EtcdStore {
                 .build()
                 .map_err(|e| Failure::Config(format!("starting the etcd client runtime: {e}")))?;
             let mut opts = ConnectOptions::new().with_connect_timeout(left).with_timeout(left);
-            let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| Failure::Config(format!("reading {}: {e}", p.display())));
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| Failure::Config(format!("reading {}: {e}", p.display())))
+            };
             if let (Some(user), Some(pw_file)) = (&self.cfg.username, &self.cfg.password_file) {
                 // The password is read here and never logged.
                 let password = String::from_utf8_lossy(&read(pw_file)?).trim_end_matches(['\n', '\r']).to_string();
@@ -211,10 +238,15 @@ impl EtcdStore {
 
     fn decode_claim(&self, kv: &KeyValue) -> Result<Claim, IpamError> {
         let key = kv.key_str().unwrap_or_default().to_string();
-        let claim: Claim = serde_json::from_slice(kv.value())
-            .map_err(|e| IpamError::Corrupt { path: key.clone().into(), why: format!("etcd value does not decode: {e}") })?;
+        let claim: Claim = serde_json::from_slice(kv.value()).map_err(|e| IpamError::Corrupt {
+            path: key.clone().into(),
+            why: format!("etcd value does not decode: {e}"),
+        })?;
         if key != format!("{}{}", self.block_claims_prefix(claim.block), claim.ip) || !claim.block.contains(&claim.ip) {
-            return Err(IpamError::Corrupt { path: key.into(), why: format!("holds the claim of {} under another key", claim.ip) });
+            return Err(IpamError::Corrupt {
+                path: key.into(),
+                why: format!("holds the claim of {} under another key", claim.ip),
+            });
         }
         Ok(claim)
     }
@@ -228,10 +260,15 @@ impl EtcdStore {
         let mut out = Vec::new();
         for kv in resp.kvs() {
             let key = kv.key_str().unwrap_or_default().to_string();
-            let lease: BlockLease = serde_json::from_slice(kv.value())
-                .map_err(|e| IpamError::Corrupt { path: key.clone().into(), why: format!("etcd value does not decode: {e}") })?;
+            let lease: BlockLease = serde_json::from_slice(kv.value()).map_err(|e| IpamError::Corrupt {
+                path: key.clone().into(),
+                why: format!("etcd value does not decode: {e}"),
+            })?;
             if net_from_file_name(key.trim_start_matches(&self.blocks_prefix)) != Some(lease.block) {
-                return Err(IpamError::Corrupt { path: key.into(), why: format!("holds block {} under another key", lease.block) });
+                return Err(IpamError::Corrupt {
+                    path: key.into(),
+                    why: format!("holds block {} under another key", lease.block),
+                });
             }
             out.push((lease, kv.mod_revision()));
         }
@@ -241,7 +278,12 @@ impl EtcdStore {
 
 impl ClusterStore for EtcdStore {
     fn leased_blocks(&self, pool: &Pool, node: &str) -> Result<Vec<BlockLease>, IpamError> {
-        Ok(self.read_all()?.into_iter().map(|(l, _)| l).filter(|l| l.node == node && pool.cidr().contains(&l.block)).collect())
+        Ok(self
+            .read_all()?
+            .into_iter()
+            .map(|(l, _)| l)
+            .filter(|l| l.node == node && pool.cidr().contains(&l.block))
+            .collect())
     }
 
     fn lease_block(&self, pool: &Pool, node: &str) -> Result<Option<BlockLease>, IpamError> {
@@ -254,7 +296,8 @@ impl ClusterStore for EtcdStore {
             if taken.contains(&block) {
                 continue;
             }
-            let lease = BlockLease { block, pool: pool.name().to_string(), node: node.to_string(), leased_at: now_rfc3339() };
+            let lease =
+                BlockLease { block, pool: pool.name().to_string(), node: node.to_string(), leased_at: now_rfc3339() };
             let key = self.lease_key(block);
             let value = serde_json::to_vec(&lease).expect("leases serialize");
             // Create only if absent: a node that lost the race moves on to the next block. Else
@@ -304,7 +347,9 @@ impl ClusterStore for EtcdStore {
         if resp.succeeded() {
             return Ok(BlockRelease::Released);
         }
-        let still_mine = resp.op_responses().into_iter().any(|r| matches!(r, TxnOpResponse::Get(g) if g.kvs().first().is_some_and(|kv| kv.mod_revision() == revision)));
+        let still_mine = resp.op_responses().into_iter().any(
+            |r| matches!(r, TxnOpResponse::Get(g) if g.kvs().first().is_some_and(|kv| kv.mod_revision() == revision)),
+        );
         Ok(if still_mine { BlockRelease::Claimed } else { BlockRelease::NotHeld })
     }
 
@@ -326,7 +371,10 @@ impl ClusterStore for EtcdStore {
         // Else-branch reads tell a lost race (and every claim of the block, to skip them all in
         // one go), a retried request that had already succeeded, and a block no longer leased.
         let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0), Compare::create_revision(gate.clone(), CompareOp::Greater, 0)])
+            .when([
+                Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                Compare::create_revision(gate.clone(), CompareOp::Greater, 0),
+            ])
             .and_then(puts)
             .or_else([
                 TxnOp::get(gate, None),
@@ -367,7 +415,9 @@ impl ClusterStore for EtcdStore {
     fn unclaim(&self, claim: &Claim) -> Result<bool, IpamError> {
         let key = format!("{}{}", self.block_claims_prefix(claim.block), claim.ip);
         let value = serde_json::to_vec(claim).expect("claims serialize");
-        let txn = Txn::new().when([Compare::value(key.clone(), CompareOp::Equal, value)]).and_then([TxnOp::delete(key, None)]);
+        let txn = Txn::new()
+            .when([Compare::value(key.clone(), CompareOp::Equal, value)])
+            .and_then([TxnOp::delete(key, None)]);
         Ok(self.txn(txn)?.succeeded())
     }
 
@@ -377,7 +427,11 @@ impl ClusterStore for EtcdStore {
             let prefix = prefix.clone();
             async move { c.get(prefix, Some(GetOptions::new().with_prefix().with_keys_only())).await }
         })?;
-        Ok(resp.kvs().iter().filter_map(|kv| net_from_file_name(kv.key_str().ok()?.trim_start_matches(&self.lending_prefix))).collect())
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| net_from_file_name(kv.key_str().ok()?.trim_start_matches(&self.lending_prefix)))
+            .collect())
     }
 
     fn claims(&self) -> Result<Vec<Claim>, IpamError> {

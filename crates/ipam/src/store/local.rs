@@ -46,7 +46,10 @@ impl LocalStore {
             let path = dir.join(&name);
             let lease: BlockLease = read_record(&path)?;
             if net_from_file_name(&name) != Some(lease.block) {
-                return Err(IpamError::Corrupt { path, why: format!("holds block {} under another name", lease.block) });
+                return Err(IpamError::Corrupt {
+                    path,
+                    why: format!("holds block {} under another name", lease.block),
+                });
             }
             out.push(lease);
         }
@@ -63,7 +66,8 @@ impl ClusterStore for LocalStore {
     fn lease_block(&self, pool: &Pool, node: &str) -> Result<Option<BlockLease>, IpamError> {
         let _l = self.lock()?;
         // Names alone say which blocks are taken, so a lease costs no reads of other nodes' records.
-        let mut taken: HashSet<IpNet> = list_locked(&self.blocks_dir())?.iter().filter_map(|n| net_from_file_name(n)).collect();
+        let mut taken: HashSet<IpNet> =
+            list_locked(&self.blocks_dir())?.iter().filter_map(|n| net_from_file_name(n)).collect();
         // Addresses lent out by a node since released keep their block until they are released.
         for block in list_locked(&self.dir.join("claims"))?.iter().filter_map(|n| net_from_file_name(n)) {
             if !list_locked(&self.claims_dir(block))?.is_empty() {
@@ -75,7 +79,12 @@ impl ClusterStore for LocalStore {
         while n < count {
             let block = nth_block(pool.cidr(), pool.block_len, n);
             if !taken.contains(&block) {
-                let lease = BlockLease { block, pool: pool.name().to_string(), node: node.to_string(), leased_at: now_rfc3339() };
+                let lease = BlockLease {
+                    block,
+                    pool: pool.name().to_string(),
+                    node: node.to_string(),
+                    leased_at: now_rfc3339(),
+                };
                 atomic_write(&self.blocks_dir(), &net_to_file_name(block), &crate::fsio::encode_record(&lease))?;
                 return Ok(Some(lease));
             }
@@ -90,7 +99,9 @@ impl ClusterStore for LocalStore {
         let path = self.blocks_dir().join(&name);
         let lease: BlockLease = match read_record(&path) {
             Ok(l) => l,
-            Err(IpamError::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => return Ok(BlockRelease::NotHeld),
+            Err(IpamError::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(BlockRelease::NotHeld)
+            }
             Err(e) => return Err(e),
         };
         if lease.node != node {
@@ -176,7 +187,10 @@ fn read_claim(path: &std::path::Path, block: IpNet) -> Result<Claim, IpamError> 
     let claim: Claim = read_record(path)?;
     let named = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<std::net::IpAddr>().ok());
     if claim.block != block || named != Some(claim.ip) || !block.contains(&claim.ip) {
-        return Err(IpamError::Corrupt { path: path.to_path_buf(), why: format!("holds a claim for {} in {} under another name", claim.ip, claim.block) });
+        return Err(IpamError::Corrupt {
+            path: path.to_path_buf(),
+            why: format!("holds a claim for {} in {} under another name", claim.ip, claim.block),
+        });
     }
     Ok(claim)
 }
