@@ -1,3 +1,2 @@
 //! The podnet binaries' shared code: `podnetctl`'s commands.
 pub mod ctl;
-pub mod install;

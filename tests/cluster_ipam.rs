@@ -29,9 +29,7 @@ fn until_not_11(mut call: impl FnMut() -> Outcome) -> Outcome {
 /// The cluster store's leases, read from inside the node (where etcd listens).
 fn leases(node: &Node, conf: &Value) -> Vec<podnet_ipam::BlockLease> {
     let cfg = podnet_ipam::IpamConfig::parse(&conf["ipam"], None).unwrap();
-    in_netns(&node.ns, || {
-        podnet_ipam::Ipam::new(cfg, "cluster", podnet_ipam::Reservation::GatewayPerBlock).cluster().leases().unwrap()
-    })
+    in_netns(&node.ns, || podnet_plugin::open_ipam(cfg, "cluster", podnet_ipam::Dataplane::Bridge).leases().unwrap())
 }
 
 /// Three nodes add 100 pods each at once through the podnet-ipam plugin: 300 distinct addresses,

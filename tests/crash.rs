@@ -197,7 +197,7 @@ fn crash_churn(killer: impl FnOnce(&Node, &Value) -> Killer) {
         }
     }
     let cfg = podnet_ipam::IpamConfig::parse(&conf["ipam"], Some(&node.data_dir())).unwrap();
-    let ipam = podnet_ipam::Ipam::new(cfg, "podnet", podnet_ipam::Reservation::GatewayPerBlock);
+    let ipam = podnet_plugin::open_ipam(cfg, "podnet", podnet_ipam::Dataplane::Bridge);
     let pod = podnet_ipam::PodInfo::default();
     let mut got = HashSet::new();
     for i in 0..CAPACITY {

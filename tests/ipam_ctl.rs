@@ -63,9 +63,9 @@ fn show_check_and_release(node: &Node, store: Value) {
     // A duplicate: a second record for a live pod's address under another handle.
     let addrs = node.data_dir().join("podnet/ipam/addrs");
     let live_file = node.allocations().into_iter().find(|f| f.starts_with(&format!("{}_", ips[0]))).unwrap();
-    let mut rec: podnet_ipam::Allocation = podnet_ipam::fsio::read_record(&addrs.join(&live_file)).unwrap();
+    let mut rec: podnet_ipam::Allocation = podnet_fsio::read_record(&addrs.join(&live_file)).unwrap();
     rec.handle = podnet_ipam::Handle::new("dup", "eth0");
-    std::fs::write(addrs.join(format!("{}_dup:eth0", ips[0])), podnet_ipam::fsio::encode_record(&rec)).unwrap();
+    std::fs::write(addrs.join(format!("{}_dup:eth0", ips[0])), podnet_fsio::encode_record(&rec)).unwrap();
 
     let (code, out) = podnetctl(node, &list, &["-o", "json", "ipam", "check"]);
     assert_eq!(code, 1, "problems give a non-zero exit: {out}");

@@ -7,6 +7,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join("net.conflist");
     if std::fs::write(&path, data).is_ok() {
-        let _ = podnet::ctl::load_network(&path);
+        let _ = podnet_node::Network::load(&path);
     }
 });

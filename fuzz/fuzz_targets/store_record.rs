@@ -2,7 +2,7 @@
 //! and claims. Anything that is not a record that verifies must be an error, never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use podnet_ipam::fsio::decode_record;
+use podnet_fsio::decode_record;
 use podnet_ipam::model::{Allocation, BlockLease, Claim};
 use std::path::Path;
 

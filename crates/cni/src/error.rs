@@ -19,10 +19,9 @@ pub enum ErrorCode {
     LimitedConnectivity = 51,
     /// No free address in the node's blocks and no free block (or range address) in any eligible pool.
     PoolExhausted = 100,
-    /// A block lease was taken by another node between reading and writing.
-    BlockLeaseConflict = 101,
-    /// The cluster store could not be reached.
-    DatastoreUnreachable = 102,
+    /// An address this node holds is claimed by another attachment in the cluster store
+    /// (pools that allow borrowing): one of the two pods must be re-created.
+    ClaimConflict = 101,
     /// A state file failed its checksum or could not be decoded; podnet refuses to guess.
     StoreCorrupt = 103,
     /// CHECK found the endpoint differs from what ADD set up.

@@ -7,7 +7,6 @@ pub mod args;
 pub mod config;
 pub mod env;
 pub mod error;
-pub mod fault;
 pub mod result;
 pub mod skel;
 pub mod version;

@@ -67,7 +67,20 @@ pub enum DataplaneError {
     IfnameTaken(String),
     /// The host end already exists: this attachment was set up by an earlier ADD.
     HostVethExists(String),
-    Invalid(String),
+    /// The configured bridge name belongs to a link that is not a bridge.
+    NotABridge(String),
+    /// A netlink socket could not be opened.
+    Socket(std::io::Error),
+    /// A netlink socket could not be opened inside the pod's namespace.
+    EnterNetns {
+        path: std::path::PathBuf,
+        err: std::io::Error,
+    },
+    /// A link the kernel just made is not there when looked up.
+    Vanished(String),
+    /// The addresses to configure cannot be put on this dataplane (no address, a bridge address
+    /// without a usable gateway).
+    BadAddress(String),
 }
 
 impl DataplaneError {
@@ -90,7 +103,12 @@ impl fmt::Display for DataplaneError {
             DataplaneError::HostVethExists(n) => {
                 write!(f, "host veth {n} exists: this attachment is already set up; DEL it before adding it again")
             }
-            DataplaneError::Invalid(m) => f.write_str(m),
+            DataplaneError::NotABridge(n) => {
+                write!(f, "{n} exists and is not a bridge; set \"bridge\" to another name")
+            }
+            DataplaneError::Socket(e) => write!(f, "opening a netlink socket: {e}"),
+            DataplaneError::EnterNetns { path, err } => write!(f, "opening netlink in {}: {err}", path.display()),
+            DataplaneError::Vanished(m) | DataplaneError::BadAddress(m) => f.write_str(m),
         }
     }
 }
@@ -143,15 +161,13 @@ fn open_in(netns: &NetNs) -> Result<Netlink> {
     netns
         .run(Netlink::open)
         .and_then(|r| r)
-        .map_err(|e| DataplaneError::Invalid(format!("opening netlink in {}: {e}", netns.path().display())))
+        .map_err(|err| DataplaneError::EnterNetns { path: netns.path().to_path_buf(), err })
 }
 
 fn ensure_bridge(nl: &mut Netlink, name: &str, mtu: u32) -> Result<Link> {
     if let Some(l) = nl.link_by_name(name)? {
         if l.kind.as_deref() != Some("bridge") {
-            return Err(DataplaneError::Invalid(format!(
-                "{name} exists and is not a bridge; set \"bridge\" to another name"
-            )));
+            return Err(DataplaneError::NotABridge(name.to_string()));
         }
         if !l.up {
             nl.set_link_up(l.index)?;
@@ -163,7 +179,7 @@ fn ensure_bridge(nl: &mut Netlink, name: &str, mtu: u32) -> Result<Link> {
         Err(e) if e.is_exists() => {} // a concurrent ADD made it first
         Err(e) => return Err(e.into()),
     }
-    nl.link_by_name(name)?.ok_or_else(|| DataplaneError::Invalid(format!("bridge {name} vanished after creation")))
+    nl.link_by_name(name)?.ok_or_else(|| DataplaneError::Vanished(format!("bridge {name} vanished after creation")))
 }
 
 fn enable_forwarding(addresses: &[PodAddress]) -> Result<()> {
@@ -259,7 +275,7 @@ pub fn create_links(nl: &mut Netlink, netns: &NetNs, spec: &EndpointSpec) -> Res
             },
             _ => pod_nl
                 .link_by_name(&spec.ifname)?
-                .ok_or_else(|| DataplaneError::Invalid(format!("{} did not appear in the pod", spec.ifname)))?,
+                .ok_or_else(|| DataplaneError::Vanished(format!("{} did not appear in the pod", spec.ifname)))?,
         };
         pod_nl.set_link_up(pod.index)?;
         if let Mode::Bridge { hairpin: true, .. } = spec.mode {
@@ -276,7 +292,7 @@ pub fn create_links(nl: &mut Netlink, netns: &NetNs, spec: &EndpointSpec) -> Res
 /// neighbours, host routes for the routed dataplane. The caller removes the links on failure.
 pub fn configure(nl: &mut Netlink, spec: &EndpointSpec, links: Links) -> Result<Endpoint> {
     if spec.addresses.is_empty() {
-        return Err(DataplaneError::Invalid("no address to configure".into()));
+        return Err(DataplaneError::BadAddress("no address to configure".into()));
     }
     enable_forwarding(&spec.addresses)?;
     let Links { host, pod, bridge, mut pod_nl } = links;
@@ -285,11 +301,11 @@ pub fn configure(nl: &mut Netlink, spec: &EndpointSpec, links: Links) -> Result<
             let br = bridge.as_ref().expect("bridge mode has a bridge");
             for a in &spec.addresses {
                 let gw = a.gateway.ok_or_else(|| {
-                    DataplaneError::Invalid(format!("address {} has no gateway for the bridge", a.address))
+                    DataplaneError::BadAddress(format!("address {} has no gateway for the bridge", a.address))
                 })?;
                 let gw_net =
                     IpNet::new(gw, a.address.prefix_len()).ok().filter(|n| n.trunc() == a.address.trunc()).ok_or_else(
-                        || DataplaneError::Invalid(format!("gateway {gw} is not inside {}", a.address.trunc())),
+                        || DataplaneError::BadAddress(format!("gateway {gw} is not inside {}", a.address.trunc())),
                     )?;
                 nl.add_address(br.index, gw_net, true)?;
             }
@@ -323,12 +339,12 @@ pub fn configure(nl: &mut Netlink, spec: &EndpointSpec, links: Links) -> Result<
             }
         }
     }
-    podnet_cni::fault::crash_point("add-after-address");
+    podnet_fault::crash_point("add-after-address");
     let pod_routes = planned_routes(&spec.mode, &spec.addresses);
     for (dst, gw) in &pod_routes {
         pod_nl.add_route(*dst, Some(*gw), pod.index)?;
     }
-    podnet_cni::fault::crash_point("add-after-routes");
+    podnet_fault::crash_point("add-after-routes");
     Ok(Endpoint {
         host_veth: spec.host_veth.clone(),
         host_mac: host.mac.map(|m| format_mac(&m)).unwrap_or_default(),

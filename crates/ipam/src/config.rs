@@ -1,7 +1,6 @@
 //! The `ipam` object of a network config, validated: every error names the field and what is allowed.
 
-use crate::addr::{bounds, from_u128, max_prefix, to_u128};
-use crate::allocator::{Reservation, Span};
+use crate::addr::{max_prefix, to_u128};
 use crate::error::IpamError;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -15,12 +14,31 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/podnet";
 /// gives its blocks back within minutes.
 pub const DEFAULT_EMPTY_BLOCK_GRACE_SECONDS: u64 = 600;
 
+/// `pools[].source` as written in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Source {
+pub enum SourceName {
     Overlay,
     Range,
     Vnet,
+}
+
+/// The address source of a validated pool: only sources this build offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Blocks leased to nodes from the cluster store.
+    Overlay,
+    /// The whole `cidr` is this node's (kubenet's podCIDR).
+    Range,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Overlay => "overlay",
+            Source::Range => "range",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -31,7 +49,7 @@ pub struct PoolConfig {
     #[serde(default)]
     pub block_size: Option<u8>,
     #[serde(default = "default_source")]
-    pub source: Source,
+    pub source: SourceName,
     #[serde(default)]
     pub range_start: Option<IpAddr>,
     #[serde(default)]
@@ -58,8 +76,8 @@ pub struct PoolConfig {
     pub refresh_seconds: Option<u64>,
 }
 
-fn default_source() -> Source {
-    Source::Overlay
+fn default_source() -> SourceName {
+    SourceName::Overlay
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -183,6 +201,7 @@ struct RawIpam {
 #[derive(Debug, Clone)]
 pub struct Pool {
     pub cfg: PoolConfig,
+    pub source: Source,
     pub block_len: u8,
     /// `exclude[]` parsed (range source).
     pub exclude: Vec<IpNet>,
@@ -200,32 +219,6 @@ impl Pool {
     }
     pub fn serves_namespace(&self, ns: Option<&str>) -> bool {
         self.cfg.namespaces.is_empty() || ns.is_some_and(|ns| self.cfg.namespaces.iter().any(|n| n == ns))
-    }
-
-    /// A `range` pool's span: `rangeStart`..`rangeEnd`, never its network, broadcast or gateway.
-    pub fn range_span(&self, reservation: Reservation) -> Span {
-        let net = self.cfg.cidr;
-        let v4 = self.is_v4();
-        let (lo, hi) = bounds(net);
-        let gateway = self.range_gateway();
-        let mut reserved: Vec<IpNet> = vec![host(net.network()), host(gateway)];
-        if v4 {
-            reserved.push(host(net.broadcast()));
-        }
-        reserved.extend(self.exclude.iter().copied());
-        let first = self.cfg.range_start.unwrap_or(from_u128(lo, v4));
-        let last = self.cfg.range_end.unwrap_or(from_u128(hi, v4));
-        let (pod_prefix_len, gw) = match reservation {
-            Reservation::GatewayPerBlock => (net.prefix_len(), Some(gateway)),
-            Reservation::None => (max_prefix(v4), None),
-        };
-        Span { subnet: net, first, last, reserved, gateway: gw, pod_prefix_len }
-    }
-
-    /// The range gateway: configured, else the first address after the network address.
-    pub fn range_gateway(&self) -> IpAddr {
-        let net = self.cfg.cidr;
-        self.cfg.gateway.unwrap_or_else(|| from_u128(to_u128(net.network()) + 1, self.is_v4()))
     }
 }
 
@@ -247,8 +240,18 @@ pub struct IpamConfig {
 
 impl IpamConfig {
     /// Parse the `ipam` object. `plugin_data_dir` is the calling plugin's `dataDir`, used when the
-    /// object sets none.
+    /// object sets none; `ipam.node` defaults to this machine's host name.
     pub fn parse(ipam: &Value, plugin_data_dir: Option<&Path>) -> Result<IpamConfig, IpamError> {
+        let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
+        Self::parse_for_host(ipam, plugin_data_dir, host.as_deref())
+    }
+
+    /// [`IpamConfig::parse`] with the host name given (pure: the planner and tests pass their own).
+    pub fn parse_for_host(
+        ipam: &Value,
+        plugin_data_dir: Option<&Path>,
+        host_name: Option<&str>,
+    ) -> Result<IpamConfig, IpamError> {
         // serde_path_to_error names the offending key, e.g. "ipam.pools[0].cidr: invalid IP address syntax".
         let raw: RawIpam = serde_path_to_error::deserialize(ipam.clone()).map_err(|e| {
             let path = e.path().to_string();
@@ -257,9 +260,8 @@ impl IpamConfig {
         })?;
         let node = match raw.node {
             Some(n) => n,
-            None => nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
+            None => host_name
+                .map(str::to_string)
                 .ok_or_else(|| IpamError::Config("ipam.node is not set and the host name cannot be read".into()))?,
         };
         if node.is_empty() || node.len() > 253 || node.contains(['/', '\0']) || node.starts_with('.') {
@@ -327,6 +329,12 @@ impl IpamConfig {
         Ok(IpamConfig { node, data_dir, store, etcd, empty_block_grace, pools })
     }
 
+    /// The budget for one operation's cluster-store work (etcd: `timeoutMs`; the local store waits
+    /// at most its lock's wait).
+    pub fn cluster_timeout(&self) -> std::time::Duration {
+        self.etcd.as_ref().map(|e| e.timeout).unwrap_or(podnet_fsio::LOCK_WAIT)
+    }
+
     /// The cluster store directory for the local store. The default `_cluster` cannot collide with
     /// a network's own directory: network names start with a letter or digit.
     pub fn local_cluster_dir(&self) -> PathBuf {
@@ -358,20 +366,20 @@ fn validate_pool(p: PoolConfig) -> Result<Pool, IpamError> {
     }
     let v4 = cidr.addr().is_ipv4();
     let max = max_prefix(v4);
-    let block_len = match p.source {
-        Source::Vnet => {
+    let (source, block_len) = match p.source {
+        SourceName::Vnet => {
             return Err(IpamError::Unsupported(format!(
                 "ipam.pools[{}].source: \"vnet\" is not available in this build yet; use \"overlay\" or \"range\"",
                 p.name
             )))
         }
-        Source::Range => {
+        SourceName::Range => {
             if p.block_size.is_some() {
                 return Err(field("blockSize", "applies to overlay pools only; a range pool is one block".into()));
             }
-            cidr.prefix_len()
+            (Source::Range, cidr.prefix_len())
         }
-        Source::Overlay => {
+        SourceName::Overlay => {
             for (k, set) in [
                 ("rangeStart", p.range_start.is_some()),
                 ("rangeEnd", p.range_end.is_some()),
@@ -389,10 +397,10 @@ fn validate_pool(p: PoolConfig) -> Result<Pool, IpamError> {
                     format!("{b} must lie between the pool's prefix length {} and {}", cidr.prefix_len(), max - 2),
                 ));
             }
-            b
+            (Source::Overlay, b)
         }
     };
-    if p.source == Source::Range && cidr.prefix_len() > max - 2 {
+    if source == Source::Range && cidr.prefix_len() > max - 2 {
         return Err(field("cidr", format!("{cidr} is too small; a range pool needs at least a /{}", max - 2)));
     }
     for (k, ip) in [("rangeStart", p.range_start), ("rangeEnd", p.range_end), ("gateway", p.gateway)] {
@@ -418,7 +426,7 @@ fn validate_pool(p: PoolConfig) -> Result<Pool, IpamError> {
         }
         exclude.push(net.trunc());
     }
-    if p.allow_borrowing && p.source != Source::Overlay {
+    if p.allow_borrowing && source != Source::Overlay {
         return Err(field(
             "allowBorrowing",
             "applies to overlay pools only: a range or vnet pool has no blocks to borrow from".into(),
@@ -432,7 +440,7 @@ fn validate_pool(p: PoolConfig) -> Result<Pool, IpamError> {
             return Err(field("namespaces", "an empty namespace name matches nothing; remove it".into()));
         }
     }
-    Ok(Pool { cfg: p, block_len, exclude })
+    Ok(Pool { cfg: p, source, block_len, exclude })
 }
 
 #[cfg(test)]
@@ -514,20 +522,5 @@ mod tests {
         let e = c.etcd.unwrap();
         assert_eq!(e.endpoints, ["http://127.0.0.1:2379", "https://e:2379"]);
         assert_eq!((e.prefix.as_str(), e.timeout.as_millis()), ("/podnet", 500));
-    }
-
-    #[test]
-    fn range_span_keeps_network_broadcast_gateway_and_excludes() {
-        let c = parse(
-            json!({"node":"n","pools":[{"name":"r","cidr":"10.9.0.0/29","source":"range","exclude":["10.9.0.3"]}]}),
-        )
-        .unwrap();
-        let s = c.pools[0].range_span(Reservation::GatewayPerBlock);
-        assert_eq!(s.gateway, Some("10.9.0.1".parse().unwrap()));
-        assert_eq!(s.capacity(), 4); // .2 .4 .5 .6
-        assert_eq!(s.pod_prefix_len, 29);
-        let c = parse(json!({"node":"n","pools":[{"name":"r","cidr":"10.9.0.0/24","source":"range","rangeStart":"10.9.0.10","rangeEnd":"10.9.0.20","gateway":"10.9.0.254"}]})).unwrap();
-        let s = c.pools[0].range_span(Reservation::None);
-        assert_eq!((s.capacity(), s.pod_prefix_len, s.gateway), (11, 32, None));
     }
 }

@@ -1,6 +1,7 @@
-//! IPAM errors, each mapped to a CNI code.
+//! IPAM errors, each one kind of failure mapped to one CNI code.
 
 use podnet_cni::{CniError, ErrorCode};
+use podnet_fsio::FsError;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -14,6 +15,8 @@ pub enum IpamError {
     Exhausted(String),
     /// The pod's namespace may use no pool.
     NoEligiblePool(String),
+    /// An address this node holds is claimed by someone else in the cluster store.
+    ClaimConflict(String),
     /// A state file failed its checksum or does not decode.
     Corrupt {
         path: PathBuf,
@@ -23,6 +26,8 @@ pub enum IpamError {
     Busy(String),
     /// The cluster store did not answer within its time budget.
     Unavailable(String),
+    /// A repair would act on the wrong node: none of its recorded attachments is live here.
+    NoLiveEndpoint(String),
     Io {
         what: String,
         err: std::io::Error,
@@ -33,12 +38,33 @@ impl IpamError {
     pub fn io(what: impl Into<String>, err: std::io::Error) -> Self {
         IpamError::Io { what: what.into(), err }
     }
+    /// A missing file or directory (callers treat "already gone" as done).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, IpamError::Io { err, .. } if err.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+impl From<FsError> for IpamError {
+    fn from(e: FsError) -> IpamError {
+        match e {
+            FsError::Io { what, err } => IpamError::Io { what, err },
+            FsError::Corrupt { path, why } => IpamError::Corrupt { path, why },
+            busy @ FsError::Busy { .. } => IpamError::Busy(busy.to_string()),
+        }
+    }
 }
 
 impl fmt::Display for IpamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            IpamError::Config(m) | IpamError::Unsupported(m) | IpamError::Exhausted(m) | IpamError::NoEligiblePool(m) | IpamError::Busy(m) | IpamError::Unavailable(m) => f.write_str(m),
+            IpamError::Config(m)
+            | IpamError::Unsupported(m)
+            | IpamError::Exhausted(m)
+            | IpamError::NoEligiblePool(m)
+            | IpamError::ClaimConflict(m)
+            | IpamError::Busy(m)
+            | IpamError::Unavailable(m)
+            | IpamError::NoLiveEndpoint(m) => f.write_str(m),
             IpamError::Corrupt { path, why } => write!(
                 f,
                 "state file {} is corrupt ({why}); podnet will not guess what it held: run `podnetctl ipam rebuild`, which rebuilds the node's records from its live endpoints and keeps the corrupt file in quarantine",
@@ -58,8 +84,10 @@ impl From<IpamError> for CniError {
             IpamError::Unsupported(_) => ErrorCode::UnsupportedField,
             IpamError::Exhausted(_) => ErrorCode::PoolExhausted,
             IpamError::NoEligiblePool(_) => ErrorCode::NoEligiblePool,
+            IpamError::ClaimConflict(_) => ErrorCode::ClaimConflict,
             IpamError::Corrupt { .. } => ErrorCode::StoreCorrupt,
             IpamError::Busy(_) | IpamError::Unavailable(_) => ErrorCode::TryAgainLater,
+            IpamError::NoLiveEndpoint(_) => ErrorCode::InvalidEnv,
             IpamError::Io { .. } => ErrorCode::Io,
         };
         CniError::new(code, e.to_string())

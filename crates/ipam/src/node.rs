@@ -1,18 +1,25 @@
 //! The node store: this node's addresses and its cached block leases, under
 //! `<dataDir>/<network>/ipam/`. One file per address, named `<ip>_<containerID>:<ifname>`, so the
 //! hot path (pick an address, release a handle) needs directory listings only, never file reads.
+//!
+//! Every change goes through a [`NodeGuard`], which only [`NodeStore::lock`] hands out: the
+//! mutators cannot be reached without the lock held. Address files are added and removed only by
+//! [`NodeGuard::stage_allocations`] and [`NodeGuard::release`] (and rebuild's
+//! [`NodeGuard::quarantine_freed`]), each passing the change to the node's [`Journal`].
 
 use crate::addr::{net_from_file_name, net_to_file_name};
 use crate::error::IpamError;
-use crate::fsio::{
+use crate::journal::{Change, Journal, NoJournal, ReleaseCause};
+use crate::model::{Allocation, BlockLease, Handle};
+use ipnet::IpNet;
+use podnet_fsio::{
     atomic_write, encode_record, ensure_dir, list, list_locked, read_record, remove, sync_dir, Batch, StoreLock,
     LOCK_WAIT,
 };
-use crate::model::{Allocation, BlockLease, Handle};
-use ipnet::IpNet;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// An address file, decoded from its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,11 +52,15 @@ pub enum Lending {
 
 pub struct NodeStore {
     dir: PathBuf,
+    journal: Arc<dyn Journal>,
 }
 
 impl NodeStore {
     pub fn new(data_dir: &Path, network: &str) -> NodeStore {
-        NodeStore { dir: data_dir.join(network).join("ipam") }
+        Self::with_journal(data_dir, network, Arc::new(NoJournal))
+    }
+    pub fn with_journal(data_dir: &Path, network: &str, journal: Arc<dyn Journal>) -> NodeStore {
+        NodeStore { dir: data_dir.join(network).join("ipam"), journal }
     }
     /// `<dataDir>/<network>/ipam`.
     pub fn dir(&self) -> &Path {
@@ -75,6 +86,23 @@ impl NodeStore {
         self.dir.join("lending")
     }
 
+    /// Take the node store lock: held only to pick addresses and write them, never across
+    /// kernel work.
+    pub fn lock(&self) -> Result<NodeGuard<'_>, IpamError> {
+        let path = self.dir.join("lock");
+        let lock = match StoreLock::acquire(&path, LOCK_WAIT) {
+            // First use of this network on this node: make the store, then lock.
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => {
+                for d in [self.addrs_dir(), self.blocks_dir(), self.cursor_dir()] {
+                    ensure_dir(&d)?;
+                }
+                StoreLock::acquire(&path, LOCK_WAIT)?
+            }
+            other => other?,
+        };
+        Ok(NodeGuard { store: self, _lock: lock })
+    }
+
     /// Whether every address of `block` is claimed in the cluster store (see [`Lending`]).
     pub fn lending(&self, block: IpNet) -> Result<Option<Lending>, IpamError> {
         let path = self.lending_dir().join(net_to_file_name(block));
@@ -87,14 +115,11 @@ impl NodeStore {
         }
     }
 
-    /// Note, durably and once, that this node makes claims in the cluster store: GC, DEL and
-    /// `ipam check` then look for them even after borrowing is switched off.
-    pub fn mark_claimant(&self) -> Result<(), IpamError> {
-        if !self.is_claimant() {
-            atomic_write(&self.dir, "claimant", b"this node claims addresses in the cluster store\n")?;
-        }
-        Ok(())
+    /// Blocks marked lending (see [`Lending`]).
+    pub fn lending_blocks(&self) -> Vec<IpNet> {
+        list(&self.lending_dir()).unwrap_or_default().iter().filter_map(|n| net_from_file_name(n)).collect()
     }
+
     /// Where the etcd store notes an outage for the node's other processes (none before the
     /// network's first use on this node).
     pub fn outage_note(&self) -> Option<PathBuf> {
@@ -105,35 +130,6 @@ impl NodeStore {
         self.dir.join("claimant").exists()
     }
 
-    /// Rewrite an address record in place (atomically), e.g. to add its claim id.
-    pub fn rewrite(&self, entry: &AddrEntry, a: &Allocation) -> Result<(), IpamError> {
-        atomic_write(&self.addrs_dir(), &entry.file, &encode_record(a))
-    }
-    /// Durable: from here on the node claims every address of the block, whatever the config says.
-    pub fn set_lending(&self, block: IpNet, state: Lending) -> Result<(), IpamError> {
-        ensure_dir(&self.lending_dir())?;
-        let text = match state {
-            Lending::Claiming => "claiming",
-            Lending::Announced => "lending",
-        };
-        atomic_write(&self.lending_dir(), &net_to_file_name(block), text.as_bytes())
-    }
-
-    /// Note that `block` has been empty since `unix_secs`, unless already noted. A hint, written
-    /// without fsync: if lost, the block is only handed back later.
-    pub fn mark_empty(&self, block: IpNet, unix_secs: u64) {
-        let path = self.empty_dir().join(net_to_file_name(block));
-        // A garbled mark is rewritten rather than left to hide the block forever.
-        let readable = std::fs::read_to_string(&path).ok().is_some_and(|t| t.trim().parse::<u64>().is_ok());
-        if !readable {
-            let _ = ensure_dir(&self.empty_dir());
-            let _ = crate::fsio::write_hint(&path, unix_secs.to_string().as_bytes());
-        }
-    }
-    /// The block has addresses again (or was handed back).
-    pub fn clear_empty(&self, block: IpNet) {
-        let _ = std::fs::remove_file(self.empty_dir().join(net_to_file_name(block)));
-    }
     /// Blocks noted empty, with since when.
     pub fn empty_blocks(&self) -> Vec<(IpNet, u64)> {
         list(&self.empty_dir())
@@ -148,22 +144,45 @@ impl NodeStore {
             .collect()
     }
 
-    /// Take the node store lock: held only to pick addresses and write their records.
-    pub fn lock(&self) -> Result<StoreLock, IpamError> {
-        match StoreLock::acquire(&self.dir.join("lock"), LOCK_WAIT) {
-            // First use of this network on this node: make the store, then lock.
-            Err(IpamError::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => {
-                for d in [self.addrs_dir(), self.blocks_dir(), self.cursor_dir()] {
-                    ensure_dir(&d)?;
-                }
-                StoreLock::acquire(&self.dir.join("lock"), LOCK_WAIT)
-            }
-            other => other,
-        }
+    /// The block lease records (whole files: atomic renames make them safe to read unlocked).
+    pub fn block_leases(&self) -> Result<Vec<BlockLease>, IpamError> {
+        list(&self.blocks_dir())?.iter().map(|n| Ok(read_record(&self.blocks_dir().join(n))?)).collect()
     }
 
-    /// Every address file (call with the lock held). A name that does not decode is reported, not
-    /// skipped: it may hold an address.
+    /// An address record, checked against its file name. Records are whole files (atomic
+    /// renames), so reading needs no lock; listing them does ([`NodeGuard::entries`]).
+    pub fn read(&self, entry: &AddrEntry) -> Result<Allocation, IpamError> {
+        let path = self.addrs_dir().join(&entry.file);
+        let a: Allocation = read_record(&path)?;
+        if a.address.addr() != entry.ip || a.handle != entry.handle {
+            return Err(IpamError::Corrupt { path, why: "the record disagrees with its file name".into() });
+        }
+        Ok(a)
+    }
+
+    /// Where the last allocation of `pool` ended: a hint for round-robin, so it is written without
+    /// fsync and a garbled one is ignored.
+    pub fn cursor(&self, pool: &str) -> Option<IpAddr> {
+        std::fs::read_to_string(self.cursor_dir().join(pool)).ok()?.trim().parse().ok()
+    }
+}
+
+/// The node store, locked. Reads that need a stable view and every change live here.
+pub struct NodeGuard<'a> {
+    store: &'a NodeStore,
+    _lock: StoreLock,
+}
+
+impl std::ops::Deref for NodeGuard<'_> {
+    type Target = NodeStore;
+    fn deref(&self) -> &NodeStore {
+        self.store
+    }
+}
+
+impl NodeGuard<'_> {
+    /// Every address file. A name that does not decode is reported, not skipped: it may hold an
+    /// address.
     pub fn entries(&self) -> Result<Vec<AddrEntry>, IpamError> {
         list_locked(&self.addrs_dir())?
             .into_iter()
@@ -176,32 +195,62 @@ impl NodeStore {
             .collect()
     }
 
-    pub fn read(&self, entry: &AddrEntry) -> Result<Allocation, IpamError> {
-        let path = self.addrs_dir().join(&entry.file);
-        let a: Allocation = read_record(&path)?;
-        if a.address.addr() != entry.ip || a.handle != entry.handle {
-            return Err(IpamError::Corrupt { path, why: "the record disagrees with its file name".into() });
+    /// Every name in the address directory, decodable or not (rebuild looks at them all).
+    pub fn entry_files(&self) -> Result<Vec<String>, IpamError> {
+        Ok(list_locked(&self.addrs_dir())?)
+    }
+
+    /// Read an address file whatever its name (rebuild, for names that do not decode).
+    pub fn read_file(&self, file: &str) -> Result<Allocation, IpamError> {
+        Ok(read_record(&self.addrs_dir().join(file))?)
+    }
+
+    /// Add the allocations' files to `batch`, telling the journal; they exist once it commits.
+    pub fn stage_allocations(&self, allocations: &[Allocation], batch: &mut Batch) -> Result<(), IpamError> {
+        for a in allocations {
+            batch.put(&self.addrs_dir(), &AddrEntry::file_name(a.address.addr(), &a.handle), encode_record(a));
+            self.journal.record(&Change::Allocated(a), batch)?;
         }
-        Ok(a)
+        Ok(())
     }
 
-    /// Add the allocation's file to `batch`; it exists once the batch commits.
-    pub fn stage(&self, a: &Allocation, batch: &mut Batch) -> AddrEntry {
-        let file = AddrEntry::file_name(a.address.addr(), &a.handle);
-        batch.put(&self.addrs_dir(), &file, encode_record(a));
-        AddrEntry { ip: a.address.addr(), handle: a.handle.clone(), file }
-    }
-
-    /// Remove address files, then make the removal durable with one directory fsync.
-    pub fn remove(&self, entries: &[AddrEntry]) -> Result<(), IpamError> {
+    /// Release addresses: remove their files, telling the journal, with one directory fsync.
+    pub fn release(&self, entries: &[AddrEntry], cause: ReleaseCause) -> Result<(), IpamError> {
         if entries.is_empty() {
             return Ok(());
         }
+        let mut batch = Batch::default();
         for e in entries {
-            remove(&self.addrs_dir(), &e.file)?;
+            let record = if self.journal.wants_records() { self.read(e).ok() } else { None };
+            batch.remove(&self.addrs_dir(), &e.file);
+            let change = Change::Released { ip: e.ip, handle: &e.handle, record: record.as_ref(), cause };
+            self.journal.record(&change, &mut batch)?;
         }
-        podnet_cni::fault::crash_point("store-after-unlink");
-        sync_dir(&self.addrs_dir())
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// Rebuild's release of an address whose record is corrupt: the file goes into `quarantine`
+    /// (kept, never deleted) instead of being removed.
+    pub fn quarantine_freed(&self, entry: &AddrEntry, quarantine: &Path) -> Result<(), IpamError> {
+        podnet_fsio::quarantine(&self.addrs_dir(), &entry.file, quarantine, false)?;
+        let mut batch = Batch::default();
+        let change =
+            Change::Released { ip: entry.ip, handle: &entry.handle, record: None, cause: ReleaseCause::Rebuild };
+        self.journal.record(&change, &mut batch)?;
+        Ok(batch.commit()?)
+    }
+
+    /// Move an address file that is no address (its name does not decode) into `quarantine`.
+    pub fn quarantine_file(&self, file: &str, quarantine: &Path, copy: bool) -> Result<(), IpamError> {
+        podnet_fsio::quarantine(&self.addrs_dir(), file, quarantine, copy)?;
+        Ok(())
+    }
+
+    /// Rewrite an address record in place (atomically): its claim id, or rebuild restoring it.
+    /// The address stays held, so the journal hears nothing.
+    pub fn rewrite(&self, file: &str, a: &Allocation) -> Result<(), IpamError> {
+        Ok(atomic_write(&self.addrs_dir(), file, &encode_record(a))?)
     }
 
     /// Blocks this node holds, from file names.
@@ -209,17 +258,46 @@ impl NodeStore {
         Ok(list_locked(&self.blocks_dir())?.iter().filter_map(|n| net_from_file_name(n)).collect())
     }
 
-    pub fn block_leases(&self) -> Result<Vec<BlockLease>, IpamError> {
-        list(&self.blocks_dir())?.iter().map(|n| read_record(&self.blocks_dir().join(n))).collect()
+    /// Names in the block directory, decodable or not (rebuild).
+    pub fn block_files(&self) -> Result<Vec<String>, IpamError> {
+        Ok(list_locked(&self.blocks_dir())?)
+    }
+
+    pub fn read_block_file(&self, file: &str) -> Result<BlockLease, IpamError> {
+        Ok(read_record(&self.blocks_dir().join(file))?)
+    }
+
+    pub fn quarantine_block_file(&self, file: &str, quarantine: &Path, copy: bool) -> Result<(), IpamError> {
+        podnet_fsio::quarantine(&self.blocks_dir(), file, quarantine, copy)?;
+        Ok(())
     }
 
     pub fn add_block(&self, lease: &BlockLease) -> Result<(), IpamError> {
-        atomic_write(&self.blocks_dir(), &net_to_file_name(lease.block), &encode_record(lease))
+        Ok(atomic_write(&self.blocks_dir(), &net_to_file_name(lease.block), &encode_record(lease))?)
     }
 
     pub fn remove_block(&self, block: IpNet) -> Result<(), IpamError> {
         remove(&self.blocks_dir(), &net_to_file_name(block))?;
-        sync_dir(&self.blocks_dir())
+        Ok(sync_dir(&self.blocks_dir())?)
+    }
+
+    /// Note, durably and once, that this node makes claims in the cluster store: GC, DEL and
+    /// `ipam check` then look for them even after borrowing is switched off.
+    pub fn mark_claimant(&self) -> Result<(), IpamError> {
+        if !self.is_claimant() {
+            atomic_write(&self.dir, "claimant", b"this node claims addresses in the cluster store\n")?;
+        }
+        Ok(())
+    }
+
+    /// Durable: from here on the node claims every address of the block, whatever the config says.
+    pub fn set_lending(&self, block: IpNet, state: Lending) -> Result<(), IpamError> {
+        ensure_dir(&self.lending_dir())?;
+        let text = match state {
+            Lending::Claiming => "claiming",
+            Lending::Announced => "lending",
+        };
+        Ok(atomic_write(&self.lending_dir(), &net_to_file_name(block), text.as_bytes())?)
     }
 
     /// Forget that `block` lends: only once the cluster store no longer leases it to this node.
@@ -231,16 +309,23 @@ impl NodeStore {
         Ok(())
     }
 
-    /// Blocks marked lending (see [`Lending`]).
-    pub fn lending_blocks(&self) -> Vec<IpNet> {
-        list(&self.lending_dir()).unwrap_or_default().iter().filter_map(|n| net_from_file_name(n)).collect()
+    /// Note that `block` has been empty since `unix_secs`, unless already noted. A hint, written
+    /// without fsync: if lost, the block is only handed back later.
+    pub fn mark_empty(&self, block: IpNet, unix_secs: u64) {
+        let path = self.empty_dir().join(net_to_file_name(block));
+        // A garbled mark is rewritten rather than left to hide the block forever.
+        let readable = std::fs::read_to_string(&path).ok().is_some_and(|t| t.trim().parse::<u64>().is_ok());
+        if !readable {
+            let _ = ensure_dir(&self.empty_dir());
+            let _ = podnet_fsio::write_hint(&path, unix_secs.to_string().as_bytes());
+        }
     }
 
-    /// Where the last allocation of `pool` ended: a hint for round-robin, so it is written without
-    /// fsync and a garbled one is ignored.
-    pub fn cursor(&self, pool: &str) -> Option<IpAddr> {
-        std::fs::read_to_string(self.cursor_dir().join(pool)).ok()?.trim().parse().ok()
+    /// The block has addresses again (or was handed back).
+    pub fn clear_empty(&self, block: IpNet) {
+        let _ = std::fs::remove_file(self.empty_dir().join(net_to_file_name(block)));
     }
+
     /// Overwritten in place at a fixed width, never truncated: a rewrite that allocated a new block
     /// would have ext4 (data=ordered) flush it with the next allocation's journal commit.
     pub fn set_cursor(&self, pool: &str, ip: IpAddr) {

@@ -7,10 +7,7 @@
 //! from the config, the node's leases and the cluster store's claims; if not, the address is
 //! freed. Nothing is deleted: every corrupt file is kept under `<dataDir>/<network>/ipam/quarantine/`.
 
-use crate::allocator::Span;
-use crate::config::Source;
 use crate::error::IpamError;
-use crate::fsio::{self, atomic_write, encode_record, read_record};
 use crate::model::{now_rfc3339, Allocation, BlockLease, Claim, ClaimAs, ClaimOutcome, Handle};
 use crate::node::AddrEntry;
 use crate::Ipam;
@@ -18,7 +15,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// What rebuild did with one file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -70,27 +67,22 @@ pub fn rebuild(
     attachment: &dyn Fn(&Handle, &[Allocation]) -> Option<serde_json::Value>,
     force: bool,
 ) -> Result<RebuildReport, IpamError> {
-    let node = ipam.node_store();
-    let quarantine = node.dir().join("quarantine");
+    let quarantine = ipam.node.dir().join("quarantine");
     let mut repairs = Vec::new();
-    if !node.exists() {
+    if !ipam.node.exists() {
         return Ok(RebuildReport { repairs, quarantine });
     }
-    let _lock = node.lock()?;
-    // `copy` for a file rewritten in place next: its bytes are kept first.
-    let keep = |dir: &Path, file: &str, copy: bool| fsio::quarantine(dir, file, &quarantine, copy).map(|_| ());
+    let guard = ipam.node.lock()?;
 
     // Read everything first; change nothing until the namespace check below has passed.
-    let blocks_dir = node.dir().join("blocks");
-    let addrs_dir = node.dir().join("addrs");
     let mut corrupt: BTreeMap<Handle, Vec<AddrEntry>> = BTreeMap::new();
     let mut intact: BTreeMap<Handle, Allocation> = BTreeMap::new();
     // Files whose names do not decode, with what their content says (if it reads).
     let mut unnamed: Vec<(String, Option<Allocation>)> = Vec::new();
-    for name in fsio::list_locked(&addrs_dir)? {
+    for name in guard.entry_files()? {
         match AddrEntry::parse(&name) {
-            None => unnamed.push((name.clone(), read_record::<Allocation>(&addrs_dir.join(&name)).ok())),
-            Some(entry) => match node.read(&entry) {
+            None => unnamed.push((name.clone(), guard.read_file(&name).ok())),
+            Some(entry) => match guard.read(&entry) {
                 Ok(a) => {
                     intact.insert(entry.handle.clone(), a);
                 }
@@ -99,9 +91,10 @@ pub fn rebuild(
             },
         }
     }
-    let bad_blocks: Vec<String> = fsio::list_locked(&blocks_dir)?
+    let bad_blocks: Vec<String> = guard
+        .block_files()?
         .into_iter()
-        .filter(|n| matches!(read_record::<BlockLease>(&blocks_dir.join(n)), Err(IpamError::Corrupt { .. })))
+        .filter(|n| matches!(guard.read_block_file(n), Err(IpamError::Corrupt { .. })))
         .collect();
     if corrupt.is_empty() && unnamed.is_empty() && bad_blocks.is_empty() {
         return Ok(RebuildReport { repairs, quarantine });
@@ -116,31 +109,31 @@ pub fn rebuild(
         alive.insert(h.clone(), live(h)?);
     }
     if !force && !alive.is_empty() && !alive.values().any(|l| *l) {
-        return Err(IpamError::Config(format!(
+        return Err(IpamError::NoLiveEndpoint(format!(
             "none of the {} attachments recorded on node {} has an endpoint in this network namespace; run podnetctl in the node's network namespace, or pass --force if every pod of the node is really gone",
             alive.len(),
-            ipam.config().node
+            ipam.cfg.node
         )));
     }
 
     // Block leases first: restored records name their block.
-    let me = &ipam.config().node;
+    let me = &ipam.cfg.node;
     // The cluster store is asked only when it has something to say.
     let cluster_leases: Vec<BlockLease> = if bad_blocks.is_empty() {
         Vec::new()
     } else {
-        ipam.cluster().leases()?.into_iter().filter(|l| &l.node == me).collect()
+        ipam.cluster.leases(&ipam.deadline)?.into_iter().filter(|l| &l.node == me).collect()
     };
     for name in bad_blocks {
         let block = crate::addr::net_from_file_name(&name);
         match cluster_leases.iter().find(|l| Some(l.block) == block) {
             Some(lease) => {
-                keep(&blocks_dir, &name, true)?;
-                node.add_block(lease)?;
+                guard.quarantine_block_file(&name, &quarantine, true)?;
+                guard.add_block(lease)?;
                 repairs.push(Repair::BlockRestored { block: lease.block });
             }
             None => {
-                keep(&blocks_dir, &name, false)?;
+                guard.quarantine_block_file(&name, &quarantine, false)?;
                 match block {
                     Some(block) => repairs.push(Repair::BlockDropped { block }),
                     None => repairs.push(Repair::Unnamed { file: format!("blocks/{name}") }),
@@ -148,48 +141,52 @@ pub fn rebuild(
             }
         }
     }
-    let blocks = node.blocks()?;
+    let blocks = guard.blocks()?;
 
     // A file with a garbled name whose content still reads: back under its proper name if live.
     for (name, content) in unnamed {
         match content {
             Some(a) if alive.get(&a.handle) == Some(&true) => {
                 let proper = AddrEntry::file_name(a.address.addr(), &a.handle);
-                keep(&addrs_dir, &name, false)?;
-                atomic_write(&addrs_dir, &proper, &encode_record(&a))?;
+                guard.quarantine_file(&name, &quarantine, false)?;
+                guard.rewrite(&proper, &a)?;
                 repairs.push(Repair::Restored { ip: a.address.addr(), handle: a.handle.clone() });
                 // Its pod attributes and attachment serve the attachment's other records too.
                 intact.entry(a.handle.clone()).or_insert(a);
             }
             _ => {
-                keep(&addrs_dir, &name, false)?;
+                guard.quarantine_file(&name, &quarantine, false)?;
                 repairs.push(Repair::Unnamed { file: format!("addrs/{name}") });
             }
         }
     }
 
     // Address records, grouped by handle: a dual-stack attachment's two records go together.
-    let claims = if ipam.may_claim() { ipam.cluster().claims()? } else { Vec::new() };
+    let claims = if ipam.may_claim() { ipam.cluster.claims(&ipam.deadline)? } else { Vec::new() };
     for (handle, entries) in corrupt {
         let sibling = intact.get(&handle);
         if alive.get(&handle) != Some(&true) {
             for e in entries {
-                keep(&addrs_dir, &e.file, false)?;
+                guard.quarantine_freed(&e, &quarantine)?;
                 repairs.push(Repair::Freed { ip: e.ip, handle: handle.clone() });
             }
             continue;
         }
         let mut restored: Vec<(AddrEntry, Allocation)> = Vec::new();
         for e in entries {
-            let Some((pool, span)) = placed(ipam, &blocks, e.ip) else {
+            let Some(source) = ipam.source_containing(e.ip) else {
                 // Left in place: the endpoint is live, so freeing it could hand it out twice.
+                repairs.push(Repair::Unplaced { ip: e.ip, handle: handle.clone() });
+                continue;
+            };
+            let Some(span) = source.span_of(e.ip, &blocks) else {
                 repairs.push(Repair::Unplaced { ip: e.ip, handle: handle.clone() });
                 continue;
             };
             let mut a = Allocation {
                 address: IpNet::new(e.ip, span.pod_prefix_len).expect("prefix fits"),
                 gateway: span.gateway,
-                pool,
+                pool: source.pool().name().to_string(),
                 block: span.subnet,
                 handle: handle.clone(),
                 pod: sibling.map(|s| s.pod.clone()).unwrap_or_default(),
@@ -198,7 +195,7 @@ pub fn rebuild(
                 attachment: None,
                 claim_id: None,
             };
-            let overlay = ipam.config().pools.iter().any(|p| p.name() == a.pool && p.cfg.source != Source::Range);
+            let leased = source.leases_blocks();
             let own = blocks.contains(&a.block);
             let held = claims.iter().find(|c| c.ip == e.ip);
             match held {
@@ -209,9 +206,9 @@ pub fn rebuild(
                     holder: format!("{} on node {}", c.handle.key(), c.node),
                 }),
                 // A lending block claims every address its owner holds.
-                None if overlay && own && node.lending(a.block)?.is_some() => {
+                None if leased && own && guard.lending(a.block)?.is_some() => {
                     let claim = Claim::new(e.ip, a.block, me, &handle);
-                    match ipam.cluster().claim(&claim, ClaimAs::Owner { announce: false })? {
+                    match ipam.cluster.claim(&claim, ClaimAs::Owner { announce: false }, &ipam.deadline)? {
                         ClaimOutcome::Claimed => a.claim_id = Some(claim.id),
                         ClaimOutcome::Taken(_) | ClaimOutcome::BlockGone => repairs.push(Repair::Contested {
                             ip: e.ip,
@@ -220,7 +217,7 @@ pub fn rebuild(
                         }),
                     }
                 }
-                None if overlay && !own => {
+                None if leased && !own => {
                     repairs.push(Repair::Unleased { ip: e.ip, handle: handle.clone(), block: a.block })
                 }
                 None => {}
@@ -240,47 +237,30 @@ pub fn rebuild(
         };
         for (e, mut a) in restored {
             a.attachment = att.clone();
-            keep(&addrs_dir, &e.file, true)?;
-            atomic_write(&addrs_dir, &e.file, &encode_record(&a))?;
+            guard.quarantine_file(&e.file, &quarantine, true)?;
+            guard.rewrite(&e.file, &a)?;
             repairs.push(Repair::Restored { ip: e.ip, handle: handle.clone() });
         }
     }
     // Claims of freed addresses go back now (still under the lock, as GC does); if the cluster
     // store is down, GC gives them back later.
     if ipam.may_claim() {
-        let entries = node.entries()?;
-        if let Err(e) = ipam.release_stale_claims_locked(&entries) {
+        let entries = guard.entries()?;
+        if let Err(e) = ipam.release_stale_claims_locked(&guard, &entries) {
             tracing::warn!(error = %e, "could not give back the claims of freed addresses; GC gives them back later");
         }
     }
     Ok(RebuildReport { repairs, quarantine })
 }
 
-/// The pool and span an address of this node belongs to: its block (overlay), or its range.
-fn placed(ipam: &Ipam, blocks: &[IpNet], ip: IpAddr) -> Option<(String, Span)> {
-    let pool = ipam.config().pools.iter().find(|p| p.cidr().contains(&ip))?;
-    let span = match pool.cfg.source {
-        Source::Range => pool.range_span(ipam.reservation()),
-        _ => {
-            // A borrowed address's block is another node's; either way it is the pool's block
-            // that contains the address.
-            let block = blocks
-                .iter()
-                .copied()
-                .find(|b| b.contains(&ip))
-                .unwrap_or_else(|| IpNet::new(ip, pool.block_len).expect("block fits").trunc());
-            Span::for_block(block, ipam.reservation())
-        }
-    };
-    Some((pool.name().to_string(), span))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{IpamConfig, PodInfo, Reservation};
+    use podnet_fsio as fsio;
     use serde_json::json;
     use std::collections::HashSet;
+    use std::path::{Path, PathBuf};
 
     fn ipam(root: &Path, node: &str, pools: serde_json::Value) -> Ipam {
         let cfg = IpamConfig::parse(
@@ -288,7 +268,7 @@ mod tests {
             None,
         )
         .unwrap();
-        Ipam::new(cfg, "net", Reservation::None)
+        Ipam::local(cfg, "net", Reservation::None)
     }
     fn add(ipam: &Ipam, id: &str) -> Vec<IpAddr> {
         let pod = PodInfo { namespace: Some("team".into()), ..Default::default() };

@@ -1,11 +1,9 @@
-//! What `podnetctl ipam show | check | release` report: pool usage, problems found by cross-checking
-//! the node store, the block leases and the live endpoints, and the two release operations.
+//! What `podnetctl ipam show | check` report: pool usage, and problems found by cross-checking
+//! the node store, the block leases and the live endpoints. Read-only: nothing here changes state.
 
-use crate::addr::{block_count, to_u128};
-use crate::allocator::Span;
-use crate::config::Source;
+use crate::addr::to_u128;
 use crate::error::IpamError;
-use crate::model::{BlockRelease, Claim, Handle};
+use crate::model::{Claim, Handle};
 use crate::node::AddrEntry;
 use crate::Ipam;
 use ipnet::IpNet;
@@ -42,39 +40,15 @@ pub struct PoolReport {
 
 /// Per pool: size, blocks leased per node, addresses used and free on this node.
 pub fn show(ipam: &Ipam) -> Result<Vec<PoolReport>, IpamError> {
-    let leases = ipam.cluster().leases()?;
+    let leases = ipam.cluster.leases(&ipam.deadline)?;
     let borrowed = borrowed_anywhere(ipam, &leases)?;
     let allocations = ipam.allocations()?;
-    let node_blocks: Vec<IpNet> = if ipam.node_store().exists() {
-        let _lock = ipam.node_store().lock()?;
-        ipam.node_store().blocks()?
-    } else {
-        Vec::new()
-    };
+    let node_blocks: Vec<IpNet> = if ipam.node.exists() { ipam.node.lock()?.blocks()? } else { Vec::new() };
     let mut out = Vec::new();
-    for pool in &ipam.config().pools {
+    for source in &ipam.sources {
+        let pool = source.pool();
         let used = allocations.iter().filter(|a| a.pool == pool.name()).count();
-        let (capacity, free_blocks, mine, free) = match pool.cfg.source {
-            Source::Range => {
-                let cap = pool.range_span(ipam.reservation()).capacity();
-                (cap, 0, Vec::new(), cap.saturating_sub(used as u128))
-            }
-            _ => {
-                let per_block =
-                    Span::for_block(crate::addr::nth_block(pool.cidr(), pool.block_len, 0), ipam.reservation())
-                        .capacity();
-                let blocks = block_count(pool.cidr(), pool.block_len);
-                let leased = leases.iter().filter(|l| pool.cidr().contains(&l.block)).count() as u128;
-                let mine: Vec<IpNet> = node_blocks.iter().copied().filter(|b| pool.cidr().contains(b)).collect();
-                let mine_cap = mine.len() as u128 * per_block;
-                (
-                    blocks.saturating_mul(per_block),
-                    blocks.saturating_sub(leased),
-                    mine,
-                    mine_cap.saturating_sub(used as u128),
-                )
-            }
-        };
+        let usage = source.usage(&leases, &node_blocks, used);
         let mut by_node = BTreeMap::new();
         for l in leases.iter().filter(|l| pool.cidr().contains(&l.block)) {
             *by_node.entry(l.node.clone()).or_insert(0) += 1;
@@ -82,14 +56,14 @@ pub fn show(ipam: &Ipam) -> Result<Vec<PoolReport>, IpamError> {
         out.push(PoolReport {
             name: pool.name().to_string(),
             cidr: pool.cidr(),
-            source: format!("{:?}", pool.cfg.source).to_lowercase(),
+            source: pool.source.as_str().to_string(),
             block_size: pool.block_len,
-            capacity: saturate(capacity),
+            capacity: saturate(usage.capacity),
             blocks_by_node: by_node,
-            free_blocks: saturate(free_blocks),
-            node_blocks: mine,
+            free_blocks: saturate(usage.free_blocks),
+            node_blocks: usage.node_blocks,
             used,
-            free: saturate(free),
+            free: saturate(usage.free),
             borrowed: borrowed.iter().filter(|c| pool.cidr().contains(&c.ip)).count(),
             disabled: pool.cfg.disabled,
         });
@@ -104,7 +78,12 @@ fn borrowed_anywhere(ipam: &Ipam, leases: &[crate::BlockLease]) -> Result<Vec<Cl
         return Ok(Vec::new());
     }
     let owner: HashMap<IpNet, &str> = leases.iter().map(|l| (l.block, l.node.as_str())).collect();
-    Ok(ipam.cluster().claims()?.into_iter().filter(|c| owner.get(&c.block) != Some(&c.node.as_str())).collect())
+    Ok(ipam
+        .cluster
+        .claims(&ipam.deadline)?
+        .into_iter()
+        .filter(|c| owner.get(&c.block) != Some(&c.node.as_str()))
+        .collect())
 }
 
 /// An address one node borrows from another node's block.
@@ -122,8 +101,8 @@ pub struct BorrowedAddress {
 /// Addresses this node borrows, and addresses borrowed from its blocks: allowed in pools with
 /// `allowBorrowing`, and reported because each one is a /32 route of its own.
 pub fn borrowed(ipam: &Ipam) -> Result<Vec<BorrowedAddress>, IpamError> {
-    let leases = ipam.cluster().leases()?;
-    let me = ipam.config().node.as_str();
+    let leases = ipam.cluster.leases(&ipam.deadline)?;
+    let me = ipam.cfg.node.as_str();
     let mut out: Vec<BorrowedAddress> = borrowed_anywhere(ipam, &leases)?
         .into_iter()
         .map(|c| BorrowedAddress {
@@ -172,18 +151,19 @@ pub struct Problem {
 pub fn check(ipam: &Ipam, live: &dyn Fn(&Handle) -> bool) -> Result<Vec<Problem>, IpamError> {
     let mut problems = Vec::new();
     let mut push = |kind, detail: String| problems.push(Problem { kind, detail });
-    let node = ipam.node_store();
+    let node = &ipam.node;
     let (entries, node_blocks): (Vec<AddrEntry>, Vec<IpNet>) = if node.exists() {
-        let _lock = node.lock()?;
-        (node.entries()?, node.blocks()?)
+        let guard = node.lock()?;
+        (guard.entries()?, guard.blocks()?)
     } else {
         // A node with no store still sees the leases the cluster store holds for it.
         (Vec::new(), Vec::new())
     };
-    let me = &ipam.config().node;
-    let mine: Vec<IpNet> = ipam.cluster().leases()?.into_iter().filter(|l| &l.node == me).map(|l| l.block).collect();
+    let me = &ipam.cfg.node;
+    let mine: Vec<IpNet> =
+        ipam.cluster.leases(&ipam.deadline)?.into_iter().filter(|l| &l.node == me).map(|l| l.block).collect();
     let claims: HashSet<Claim> = if ipam.may_claim() {
-        ipam.cluster().claims()?.into_iter().filter(|c| &c.node == me).collect()
+        ipam.cluster.claims(&ipam.deadline)?.into_iter().filter(|c| &c.node == me).collect()
     } else {
         HashSet::new()
     };
@@ -212,14 +192,12 @@ pub fn check(ipam: &Ipam, live: &dyn Fn(&Handle) -> bool) -> Result<Vec<Problem>
                 format!("{} is held by {} but no endpoint of it exists on this node", e.ip, e.handle.key()),
             );
         }
-        let Some(pool) = ipam.config().pools.iter().find(|p| p.name() == a.pool) else {
+        let Some(source) = ipam.source(&a.pool) else {
             push(ProblemKind::Borrowed, format!("{} belongs to pool {}, which the config no longer has", e.ip, a.pool));
             continue;
         };
-        let inside = match pool.cfg.source {
-            Source::Range => pool.range_span(ipam.reservation()).usable(e.ip),
-            _ => node_blocks.iter().any(|b| b.contains(&e.ip)),
-        };
+        let pool = source.pool();
+        let inside = source.holds(e.ip, &node_blocks);
         let claimed = claims.iter().any(|c| c.ip == e.ip && c.handle == e.handle);
         let lending =
             node_blocks.iter().find(|b| b.contains(&e.ip)).map(|b| node.lending(*b)).transpose()?.flatten().is_some();
@@ -251,10 +229,7 @@ pub fn check(ipam: &Ipam, live: &dyn Fn(&Handle) -> bool) -> Result<Vec<Problem>
         if !mine.contains(b) {
             push(
                 ProblemKind::OrphanedBlock,
-                format!(
-                    "block {b} is recorded on this node but not leased to {} in the cluster store",
-                    ipam.config().node
-                ),
+                format!("block {b} is recorded on this node but not leased to {} in the cluster store", ipam.cfg.node),
             );
         }
     }
@@ -264,7 +239,7 @@ pub fn check(ipam: &Ipam, live: &dyn Fn(&Handle) -> bool) -> Result<Vec<Problem>
                 ProblemKind::UnrecordedLease,
                 format!(
                     "block {b} is leased to {} but not recorded on the node (ADD adopts it when it needs a block)",
-                    ipam.config().node
+                    ipam.cfg.node
                 ),
             );
         }
@@ -275,60 +250,4 @@ pub fn check(ipam: &Ipam, live: &dyn Fn(&Handle) -> bool) -> Result<Vec<Problem>
         }
     }
     Ok(problems)
-}
-
-/// Free one address. Refuses (returns the holder) when its endpoint is live, unless `force`.
-pub fn release_address(
-    ipam: &Ipam,
-    ip: IpAddr,
-    force: bool,
-    live: &dyn Fn(&Handle) -> bool,
-) -> Result<Result<Vec<Handle>, Handle>, IpamError> {
-    let node = ipam.node_store();
-    if !node.exists() {
-        return Ok(Ok(Vec::new()));
-    }
-    let _lock = node.lock()?;
-    let hits: Vec<AddrEntry> = node.entries()?.into_iter().filter(|e| e.ip == ip).collect();
-    if let Some(busy) = hits.iter().find(|e| live(&e.handle)) {
-        if !force {
-            return Ok(Err(busy.handle.clone()));
-        }
-    }
-    node.remove(&hits)?;
-    if ipam.may_claim() {
-        // Its claim goes too: any of this node's for the address that no record holds now.
-        let rest = node.entries()?;
-        let stale = ipam.cluster().claims()?.into_iter().filter(|c| {
-            c.ip == ip && c.node == ipam.config().node && !rest.iter().any(|e| e.ip == ip && e.handle == c.handle)
-        });
-        for c in stale {
-            ipam.cluster().unclaim(&c)?;
-        }
-    }
-    Ok(Ok(hits.into_iter().map(|e| e.handle).collect()))
-}
-
-/// What `release_node` found: blocks handed back, and leases another writer changed first.
-pub struct NodeRelease {
-    pub released: Vec<IpNet>,
-    pub changed: Vec<IpNet>,
-}
-
-/// Hand a dead node's blocks back to the pools. Only for nodes that are gone: a live node keeps
-/// allocating from the blocks it believes it holds, so the caller must be sure.
-pub fn release_node(ipam: &Ipam, node: &str) -> Result<NodeRelease, IpamError> {
-    let mut out = NodeRelease { released: Vec::new(), changed: Vec::new() };
-    // Its claims first: the addresses went with the node. Blocks it lent from go back even
-    // while other nodes still borrow from them; they are leased again only once those are gone.
-    for c in ipam.cluster().claims()?.into_iter().filter(|c| c.node == node) {
-        ipam.cluster().unclaim(&c)?;
-    }
-    for lease in ipam.cluster().leases()?.into_iter().filter(|l| l.node == node) {
-        match ipam.cluster().release_block(lease.block, node, true)? {
-            BlockRelease::Released => out.released.push(lease.block),
-            BlockRelease::NotHeld | BlockRelease::Claimed => out.changed.push(lease.block),
-        }
-    }
-    Ok(out)
 }

@@ -94,7 +94,7 @@ proptest! {
         let cfg = IpamConfig::parse(&serde_json::json!({"node": "n1", "emptyBlockGraceSeconds": 0, "pools": [
             {"name": "v4", "cidr": "10.9.0.0/27", "blockSize": 29},
             {"name": "v6", "cidr": "fd00::/123", "blockSize": 125}]}), Some(dir.path())).unwrap();
-        let ipam = Ipam::new(cfg, "net", res);
+        let ipam = Ipam::local(cfg, "net", res);
         for op in ops {
             match op {
                 Op::Add(h) => match ipam.allocate(&Handle::new(&format!("c{h}"), "eth0"), &PodInfo::default()) {

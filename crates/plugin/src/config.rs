@@ -19,6 +19,21 @@ pub struct PluginConfig {
     pub ipam_in_process: bool,
 }
 
+impl PluginConfig {
+    /// The dataplane as the IPAM sees it (which addresses of a block it keeps).
+    pub fn dataplane(&self) -> podnet_ipam::Dataplane {
+        match self.mode {
+            Mode::Bridge { .. } => podnet_ipam::Dataplane::Bridge,
+            Mode::Routed => podnet_ipam::Dataplane::Routed,
+        }
+    }
+
+    /// `ipam.type`: a plugin name (validated: no path).
+    pub fn ipam_type(&self) -> &str {
+        self.ipam["type"].as_str().unwrap_or_default()
+    }
+}
+
 fn get_str<'a>(conf: &'a NetConf, key: &str) -> Result<Option<&'a str>, CniError> {
     match conf.raw.get(key) {
         None | Some(Value::Null) => Ok(None),

@@ -2,7 +2,7 @@
 //! to exec. It reserves a gateway per block, as such plugins put the gateway on their bridge.
 
 use podnet_cni::{CniError, CniResult, Env, IpConfig, NetConf};
-use podnet_ipam::{Handle, Ipam, IpamConfig, PodInfo, Reservation};
+use podnet_ipam::{Dataplane, Handle, Ipam, IpamConfig, PodInfo};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -14,7 +14,8 @@ fn open(conf: &NetConf) -> Result<Ipam, CniError> {
     // The calling plugin's dataDir (if it has one) is the default, as for the in-process IPAM.
     let plugin_dir = conf.raw.get("dataDir").and_then(Value::as_str).map(PathBuf::from);
     let cfg = IpamConfig::parse(&ipam, plugin_dir.as_deref())?;
-    Ok(Ipam::new(cfg, &conf.name, Reservation::GatewayPerBlock))
+    // Plugins that exec an IPAM put its gateways on their bridge: the bridge's reservation.
+    Ok(crate::open_ipam(cfg, &conf.name, Dataplane::Bridge))
 }
 
 fn handle(env: &Env) -> Handle {

@@ -3,16 +3,20 @@
 //! `<path>/<network>/lending/`), written atomically under a lock.
 //! Several simulated nodes on one machine can share its directory.
 
-use super::ClusterStore;
+use super::{ClusterStore, Deadline, LeaseEvent, LeaseSnapshot, LeaseWatch, WatchError};
 use crate::addr::{block_count, net_from_file_name, net_to_file_name, nth_block};
 use crate::config::Pool;
 use crate::error::IpamError;
-use crate::fsio::{atomic_write, ensure_dir, list_locked, read_record, remove, sync_dir, StoreLock, LOCK_WAIT};
 use crate::model::{now_rfc3339, BlockLease, BlockRelease, Claim, ClaimAs, ClaimOutcome};
 use ipnet::IpNet;
+use podnet_fsio::{
+    atomic_write, encode_record, ensure_dir, list_locked, read_record, remove, sync_dir, StoreLock, LOCK_WAIT,
+};
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
+#[derive(Clone)]
 pub struct LocalStore {
     dir: PathBuf,
 }
@@ -37,7 +41,7 @@ impl LocalStore {
     }
     fn lock(&self) -> Result<StoreLock, IpamError> {
         ensure_dir(&self.blocks_dir())?;
-        StoreLock::acquire(&self.dir.join("lock"), LOCK_WAIT)
+        Ok(StoreLock::acquire(&self.dir.join("lock"), LOCK_WAIT)?)
     }
     fn read_all(&self) -> Result<Vec<BlockLease>, IpamError> {
         let dir = self.blocks_dir();
@@ -58,12 +62,12 @@ impl LocalStore {
 }
 
 impl ClusterStore for LocalStore {
-    fn leased_blocks(&self, pool: &Pool, node: &str) -> Result<Vec<BlockLease>, IpamError> {
+    fn leased_blocks(&self, pool: &Pool, node: &str, _: &Deadline) -> Result<Vec<BlockLease>, IpamError> {
         let _l = self.lock()?;
         Ok(self.read_all()?.into_iter().filter(|l| l.node == node && pool.cidr().contains(&l.block)).collect())
     }
 
-    fn lease_block(&self, pool: &Pool, node: &str) -> Result<Option<BlockLease>, IpamError> {
+    fn lease_block(&self, pool: &Pool, node: &str, _: &Deadline) -> Result<Option<BlockLease>, IpamError> {
         let _l = self.lock()?;
         // Names alone say which blocks are taken, so a lease costs no reads of other nodes' records.
         let mut taken: HashSet<IpNet> =
@@ -85,7 +89,7 @@ impl ClusterStore for LocalStore {
                     node: node.to_string(),
                     leased_at: now_rfc3339(),
                 };
-                atomic_write(&self.blocks_dir(), &net_to_file_name(block), &crate::fsio::encode_record(&lease))?;
+                atomic_write(&self.blocks_dir(), &net_to_file_name(block), &encode_record(&lease))?;
                 return Ok(Some(lease));
             }
             n += 1;
@@ -93,16 +97,20 @@ impl ClusterStore for LocalStore {
         Ok(None)
     }
 
-    fn release_block(&self, block: IpNet, node: &str, even_if_claimed: bool) -> Result<BlockRelease, IpamError> {
+    fn release_block(
+        &self,
+        block: IpNet,
+        node: &str,
+        even_if_claimed: bool,
+        _: &Deadline,
+    ) -> Result<BlockRelease, IpamError> {
         let _l = self.lock()?;
         let name = net_to_file_name(block);
         let path = self.blocks_dir().join(&name);
         let lease: BlockLease = match read_record(&path) {
             Ok(l) => l,
-            Err(IpamError::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(BlockRelease::NotHeld)
-            }
-            Err(e) => return Err(e),
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => return Ok(BlockRelease::NotHeld),
+            Err(e) => return Err(e.into()),
         };
         if lease.node != node {
             return Ok(BlockRelease::NotHeld);
@@ -119,12 +127,16 @@ impl ClusterStore for LocalStore {
         Ok(if removed { BlockRelease::Released } else { BlockRelease::NotHeld })
     }
 
-    fn leases(&self) -> Result<Vec<BlockLease>, IpamError> {
+    fn lease_snapshot(&self, _: &Deadline) -> Result<LeaseSnapshot, IpamError> {
         let _l = self.lock()?;
-        self.read_all()
+        Ok(LeaseSnapshot { leases: self.read_all()?, revision: 0 })
     }
 
-    fn claim(&self, claim: &Claim, how: ClaimAs) -> Result<ClaimOutcome, IpamError> {
+    fn watch_leases(&self, snapshot: &LeaseSnapshot, poll: Duration) -> Result<Box<dyn LeaseWatch>, IpamError> {
+        Ok(Box::new(PollingWatch { store: self.clone(), seen: snapshot.leases.clone(), poll }))
+    }
+
+    fn claim(&self, claim: &Claim, how: ClaimAs, _: &Deadline) -> Result<ClaimOutcome, IpamError> {
         let _l = self.lock()?;
         let name = net_to_file_name(claim.block);
         let gate = match how {
@@ -142,7 +154,7 @@ impl ClusterStore for LocalStore {
             }
         } else {
             ensure_dir(&dir)?;
-            atomic_write(&dir, &claim.ip.to_string(), &crate::fsio::encode_record(claim))?;
+            atomic_write(&dir, &claim.ip.to_string(), &encode_record(claim))?;
         }
         if how == (ClaimAs::Owner { announce: true }) {
             ensure_dir(&self.lending_dir())?;
@@ -151,14 +163,14 @@ impl ClusterStore for LocalStore {
         Ok(ClaimOutcome::Claimed)
     }
 
-    fn unclaim(&self, claim: &Claim) -> Result<bool, IpamError> {
+    fn unclaim(&self, claim: &Claim, _: &Deadline) -> Result<bool, IpamError> {
         let _l = self.lock()?;
         let dir = self.claims_dir(claim.block);
         let path = dir.join(claim.ip.to_string());
         match read_claim(&path, claim.block) {
             Ok(held) if held == *claim => {}
             Ok(_) => return Ok(false),
-            Err(IpamError::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.is_not_found() => return Ok(false),
             Err(e) => return Err(e),
         }
         remove(&dir, &claim.ip.to_string())?;
@@ -166,12 +178,12 @@ impl ClusterStore for LocalStore {
         Ok(true)
     }
 
-    fn lending_blocks(&self) -> Result<Vec<IpNet>, IpamError> {
+    fn lending_blocks(&self, _: &Deadline) -> Result<Vec<IpNet>, IpamError> {
         let _l = self.lock()?;
         Ok(list_locked(&self.lending_dir())?.iter().filter_map(|n| net_from_file_name(n)).collect())
     }
 
-    fn claims(&self) -> Result<Vec<Claim>, IpamError> {
+    fn claims(&self, _: &Deadline) -> Result<Vec<Claim>, IpamError> {
         let _l = self.lock()?;
         let mut out = Vec::new();
         for name in list_locked(&self.dir.join("claims"))? {
@@ -179,6 +191,39 @@ impl ClusterStore for LocalStore {
             out.extend(self.block_claims(block)?);
         }
         Ok(out)
+    }
+}
+
+/// The local store has no change feed: a watch lists the leases every `poll` and reports the
+/// difference from what it saw last.
+struct PollingWatch {
+    store: LocalStore,
+    seen: Vec<BlockLease>,
+    poll: Duration,
+}
+
+impl LeaseWatch for PollingWatch {
+    fn next(&mut self, timeout: Duration) -> Result<Vec<LeaseEvent>, WatchError> {
+        let until = Instant::now() + timeout;
+        loop {
+            let now = {
+                let _l = self.store.lock().map_err(|e| WatchError::Unavailable(e.to_string()))?;
+                self.store.read_all().map_err(|e| WatchError::Unavailable(e.to_string()))?
+            };
+            let mut events: Vec<LeaseEvent> = self
+                .seen
+                .iter()
+                .filter(|l| !now.iter().any(|n| n.block == l.block))
+                .map(|l| LeaseEvent::Released(l.block))
+                .collect();
+            events.extend(now.iter().filter(|n| !self.seen.contains(n)).cloned().map(LeaseEvent::Leased));
+            self.seen = now;
+            let left = until.saturating_duration_since(Instant::now());
+            if !events.is_empty() || left.is_zero() {
+                return Ok(events);
+            }
+            std::thread::sleep(self.poll.min(left));
+        }
     }
 }
 

@@ -2,37 +2,135 @@
 //! store holds which node leases which block, so a pod ADD touches it only for a new block. Pools
 //! that allow borrowing also keep address claims here (see [`Claim`]): the price of borrowing is a
 //! cluster round trip on every ADD and DEL in those pools.
+//!
+//! Implementations: [`local::LocalStore`] (files, several simulated nodes on one machine) here,
+//! and the etcd store in its own crate (`podnet-store-etcd`), so what does not talk to etcd does
+//! not build its client.
 
-pub mod etcd;
 pub mod local;
 
 use crate::config::Pool;
 use crate::error::IpamError;
 use crate::model::{BlockLease, BlockRelease, Claim, ClaimAs, ClaimOutcome};
 use ipnet::IpNet;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-pub trait ClusterStore {
+/// The time one operation (an ADD, a GC pass, one reconcile) may spend on the cluster store,
+/// retries included. It starts at first use, so an operation that never needs the store pays
+/// nothing, and it is handed to every call rather than kept by the store: a long-running agent
+/// makes many operations over one store.
+#[derive(Debug)]
+pub struct Deadline {
+    budget: Duration,
+    started: OnceLock<Instant>,
+}
+
+impl Deadline {
+    pub fn new(budget: Duration) -> Deadline {
+        Deadline { budget, started: OnceLock::new() }
+    }
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+    /// Time left, starting the clock on the first call.
+    pub fn remaining(&self) -> Duration {
+        let start = *self.started.get_or_init(Instant::now);
+        (start + self.budget).saturating_duration_since(Instant::now())
+    }
+}
+
+/// Every lease of a network as of one store revision: where a watcher starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSnapshot {
+    pub leases: Vec<BlockLease>,
+    /// etcd: the revision of the read; local store: a counter of the watcher's own.
+    pub revision: i64,
+}
+
+/// One change to the leases after a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseEvent {
+    /// A block was leased (or its lease rewritten).
+    Leased(BlockLease),
+    /// A block went back to its pool.
+    Released(IpNet),
+}
+
+/// Why a watch ended: the caller takes a new snapshot and watches from there.
+#[derive(Debug)]
+pub enum WatchError {
+    /// The store no longer has the history from the watch's revision (etcd compaction).
+    Compacted,
+    /// The connection broke or the store did not answer; retry with backoff.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for WatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WatchError::Compacted => f.write_str("the watch's revision was compacted away; re-list"),
+            WatchError::Unavailable(why) => write!(f, "watch interrupted: {why}"),
+        }
+    }
+}
+
+/// Lease changes after a snapshot, in order.
+pub trait LeaseWatch: Send {
+    /// Wait up to `timeout` for changes; an empty list means none came. After an error the
+    /// watch is spent.
+    fn next(&mut self, timeout: Duration) -> Result<Vec<LeaseEvent>, WatchError>;
+}
+
+pub trait ClusterStore: Send + Sync {
     /// Blocks of `pool` leased to `node` (a node adopts these after a crash between lease and record).
-    fn leased_blocks(&self, pool: &Pool, node: &str) -> Result<Vec<BlockLease>, IpamError>;
-    /// Lease the first free block of `pool` to `node`; `None` when every block is leased. A block
-    /// that still has claimed addresses (lent out by a node since released) is not free.
-    fn lease_block(&self, pool: &Pool, node: &str) -> Result<Option<BlockLease>, IpamError>;
+    fn leased_blocks(&self, pool: &Pool, node: &str, deadline: &Deadline) -> Result<Vec<BlockLease>, IpamError>;
+    /// Lease a free block of `pool` to `node`; `None` when every block is leased. A block that
+    /// still has claimed addresses (lent out by a node since released) is not free.
+    fn lease_block(&self, pool: &Pool, node: &str, deadline: &Deadline) -> Result<Option<BlockLease>, IpamError>;
     /// Hand a block back; only its owner may, and only while none of its addresses is claimed,
     /// unless `even_if_claimed` (a dead node's blocks: the next owner respects the claims).
-    fn release_block(&self, block: IpNet, node: &str, even_if_claimed: bool) -> Result<BlockRelease, IpamError>;
+    fn release_block(
+        &self,
+        block: IpNet,
+        node: &str,
+        even_if_claimed: bool,
+        deadline: &Deadline,
+    ) -> Result<BlockRelease, IpamError>;
     /// Every lease of the network.
-    fn leases(&self) -> Result<Vec<BlockLease>, IpamError>;
+    fn leases(&self, deadline: &Deadline) -> Result<Vec<BlockLease>, IpamError> {
+        self.lease_snapshot(deadline).map(|s| s.leases)
+    }
+    /// Every lease, with the revision to watch from.
+    fn lease_snapshot(&self, deadline: &Deadline) -> Result<LeaseSnapshot, IpamError>;
+    /// Follow lease changes after `snapshot` (etcd: a watch from its revision; local store: polling
+    /// every `poll`).
+    fn watch_leases(&self, snapshot: &LeaseSnapshot, poll: Duration) -> Result<Box<dyn LeaseWatch>, IpamError>;
     /// Claim an address: only if no claim holds it and its block is still leased (borrower: and
     /// lending). A claim equal to `claim` already there (a retried request) counts as claimed.
-    fn claim(&self, claim: &Claim, how: ClaimAs) -> Result<ClaimOutcome, IpamError>;
+    fn claim(&self, claim: &Claim, how: ClaimAs, deadline: &Deadline) -> Result<ClaimOutcome, IpamError>;
     /// Remove the claim if it is exactly `claim`. Returns whether one was removed.
-    fn unclaim(&self, claim: &Claim) -> Result<bool, IpamError>;
+    fn unclaim(&self, claim: &Claim, deadline: &Deadline) -> Result<bool, IpamError>;
     /// Every claim of the network.
-    fn claims(&self) -> Result<Vec<Claim>, IpamError>;
+    fn claims(&self, deadline: &Deadline) -> Result<Vec<Claim>, IpamError>;
     /// Blocks whose owners lend addresses to other nodes.
-    fn lending_blocks(&self) -> Result<Vec<IpNet>, IpamError>;
+    fn lending_blocks(&self, deadline: &Deadline) -> Result<Vec<IpNet>, IpamError>;
     /// Round trips to a remote store so far in this process (0 for the local store).
     fn requests(&self) -> usize {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_starts_at_first_use() {
+        let d = Deadline::new(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(d.remaining() > Duration::from_millis(30), "not started by waiting");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(d.remaining(), Duration::ZERO);
     }
 }

@@ -1,10 +1,20 @@
-//! Choosing a free address: pure logic, no I/O. A [`Span`] is where addresses may come from (a block
-//! or a range) and what inside it is reserved; [`Span::pick`] walks it round-robin from a cursor.
+//! Choosing a free address: pure logic, no I/O. A [`Span`] is where a pod's address may come from
+//! (a block, a range, or a set of addresses a source was given) and what inside it is reserved;
+//! [`Span::pick`] walks it round-robin from a cursor.
 
 use crate::addr::{bounds, from_u128, max_prefix, to_u128};
 use ipnet::IpNet;
 use std::collections::HashSet;
 use std::net::IpAddr;
+
+/// The dataplane a network's pods use, as far as addresses care (README: "Reserved addresses").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dataplane {
+    /// A bridge per node holding a gateway address per block (also podnet-ipam exec'd by other plugins).
+    Bridge,
+    /// Host routes per pod and a link-local gateway.
+    Routed,
+}
 
 /// Which addresses of an overlay block the dataplane keeps for itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,13 +26,31 @@ pub enum Reservation {
     None,
 }
 
-/// A contiguous stretch of addresses to allocate from, minus reserved addresses and prefixes.
+impl Reservation {
+    /// The rule the allocator, `ipam show` and the planner all use.
+    pub fn for_dataplane(dataplane: Dataplane) -> Reservation {
+        match dataplane {
+            Dataplane::Bridge => Reservation::GatewayPerBlock,
+            Dataplane::Routed => Reservation::None,
+        }
+    }
+}
+
+/// The addresses a span may hand out, before reservations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addresses {
+    /// Every address from `first` to `last`.
+    Range { first: IpAddr, last: IpAddr },
+    /// Exactly these (sorted, one family): e.g. the secondary addresses a NIC was given.
+    Set(Vec<IpAddr>),
+}
+
+/// Where addresses come from, minus reserved addresses and prefixes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Span {
     /// The subnet the span lies in: a block, or a range pool's CIDR.
     pub subnet: IpNet,
-    pub first: IpAddr,
-    pub last: IpAddr,
+    pub addresses: Addresses,
     /// Never handed out (network, broadcast, gateway, `exclude[]`).
     pub reserved: Vec<IpNet>,
     /// Gateway for pods of this span, if the dataplane uses one inside the subnet.
@@ -36,45 +64,54 @@ impl Span {
     pub fn for_block(block: IpNet, reservation: Reservation) -> Span {
         let v4 = block.addr().is_ipv4();
         let (lo, hi) = bounds(block);
+        let addresses = Addresses::Range { first: block.network(), last: from_u128(hi, v4) };
         match reservation {
-            Reservation::None => Span {
-                subnet: block,
-                first: block.network(),
-                last: block.broadcast(),
-                reserved: Vec::new(),
-                gateway: None,
-                pod_prefix_len: max_prefix(v4),
-            },
+            Reservation::None => {
+                Span { subnet: block, addresses, reserved: Vec::new(), gateway: None, pod_prefix_len: max_prefix(v4) }
+            }
             Reservation::GatewayPerBlock => {
                 let gw = from_u128(lo + 1, v4);
                 let mut reserved = vec![host(block.network()), host(gw)];
                 if v4 {
                     reserved.push(host(block.broadcast()));
                 }
-                Span {
-                    subnet: block,
-                    first: block.network(),
-                    last: from_u128(hi, v4),
-                    reserved,
-                    gateway: Some(gw),
-                    pod_prefix_len: block.prefix_len(),
-                }
+                Span { subnet: block, addresses, reserved, gateway: Some(gw), pod_prefix_len: block.prefix_len() }
             }
         }
     }
 
+    /// The first address a range span could hand out (for a set: its lowest).
+    pub fn first(&self) -> Option<IpAddr> {
+        match &self.addresses {
+            Addresses::Range { first, .. } => Some(*first),
+            Addresses::Set(s) => s.first().copied(),
+        }
+    }
+
+    fn is_v4(&self) -> bool {
+        self.subnet.addr().is_ipv4()
+    }
+
     /// Whether `ip` is inside the span and not reserved.
     pub fn usable(&self, ip: IpAddr) -> bool {
-        let v = to_u128(ip);
-        ip.is_ipv4() == self.first.is_ipv4()
-            && v >= to_u128(self.first)
-            && v <= to_u128(self.last)
-            && !self.reserved.iter().any(|r| r.contains(&ip))
+        let inside = match &self.addresses {
+            Addresses::Range { first, last } => {
+                let v = to_u128(ip);
+                ip.is_ipv4() == self.is_v4() && v >= to_u128(*first) && v <= to_u128(*last)
+            }
+            Addresses::Set(s) => {
+                s.binary_search_by_key(&to_u128(ip), |a| to_u128(*a)).is_ok() && ip.is_ipv4() == self.is_v4()
+            }
+        };
+        inside && !self.reserved.iter().any(|r| r.contains(&ip))
     }
 
     /// Addresses that could ever be handed out (for capacity figures).
     pub fn capacity(&self) -> u128 {
-        let (lo, hi) = (to_u128(self.first), to_u128(self.last));
+        let (lo, hi) = match &self.addresses {
+            Addresses::Range { first, last } => (to_u128(*first), to_u128(*last)),
+            Addresses::Set(s) => return s.iter().filter(|ip| self.usable(**ip)).count() as u128,
+        };
         let mut n = hi - lo + 1;
         let mut seen: Vec<IpNet> = Vec::new();
         for r in &self.reserved {
@@ -94,13 +131,29 @@ impl Span {
     /// The first free address after `cursor` (wrapping), so a just-freed address is reused last.
     /// Reserved prefixes are skipped whole, so a large `exclude` costs one step, not one per address.
     pub fn pick(&self, used: &HashSet<IpAddr>, cursor: Option<IpAddr>) -> Option<IpAddr> {
-        let v4 = self.first.is_ipv4();
-        let (lo, hi) = (to_u128(self.first), to_u128(self.last));
-        let start = match cursor.map(to_u128) {
-            Some(c) if c >= lo && c < hi => c + 1,
-            _ => lo,
-        };
-        self.scan(start, hi, v4, used).or_else(|| if start > lo { self.scan(lo, start - 1, v4, used) } else { None })
+        match &self.addresses {
+            Addresses::Range { first, last } => {
+                let v4 = self.is_v4();
+                let (lo, hi) = (to_u128(*first), to_u128(*last));
+                let start = match cursor.map(to_u128) {
+                    Some(c) if c >= lo && c < hi => c + 1,
+                    _ => lo,
+                };
+                self.scan(start, hi, v4, used).or_else(|| {
+                    if start > lo {
+                        self.scan(lo, start - 1, v4, used)
+                    } else {
+                        None
+                    }
+                })
+            }
+            Addresses::Set(set) => {
+                let free = |ip: &&IpAddr| !used.contains(*ip) && !self.reserved.iter().any(|r| r.contains(*ip));
+                let after = cursor.map(to_u128);
+                let later = set.iter().filter(|ip| after.is_none_or(|c| to_u128(**ip) > c)).find(free);
+                later.or_else(|| set.iter().find(free)).copied()
+            }
+        }
     }
 
     fn scan(&self, mut v: u128, hi: u128, v4: bool, used: &HashSet<IpAddr>) -> Option<IpAddr> {
@@ -121,7 +174,7 @@ impl Span {
     }
 }
 
-fn host(ip: IpAddr) -> IpNet {
+pub(crate) fn host(ip: IpAddr) -> IpNet {
     IpNet::new(ip, max_prefix(ip.is_ipv4())).expect("host prefix")
 }
 
@@ -171,6 +224,25 @@ mod tests {
     }
 
     #[test]
+    fn a_set_hands_out_exactly_its_members_round_robin() {
+        let members: Vec<IpAddr> = ["10.5.0.4", "10.5.0.9", "10.5.0.200"].iter().map(|s| s.parse().unwrap()).collect();
+        let mut s = Span {
+            subnet: "10.5.0.0/24".parse().unwrap(),
+            addresses: Addresses::Set(members.clone()),
+            reserved: vec![host("10.5.0.1".parse().unwrap())],
+            gateway: Some("10.5.0.1".parse().unwrap()),
+            pod_prefix_len: 24,
+        };
+        assert_eq!(s.capacity(), 3);
+        assert!(s.usable(members[1]) && !s.usable("10.5.0.5".parse().unwrap()));
+        assert_eq!(s.pick(&set(&[]), Some(members[0])), Some(members[1]));
+        assert_eq!(s.pick(&set(&["10.5.0.200"]), Some(members[1])), Some(members[0]), "wraps");
+        s.reserved.push(host(members[0]));
+        assert_eq!(s.capacity(), 2);
+        assert_eq!(s.pick(&set(&["10.5.0.9", "10.5.0.200"]), None), None);
+    }
+
+    #[test]
     fn never_hands_out_reserved_or_used_exhaustive_small_blocks() {
         for len in 24..=30u8 {
             for res in [Reservation::GatewayPerBlock, Reservation::None] {
@@ -186,5 +258,11 @@ mod tests {
                 assert_eq!(used.len() as u128, s.capacity(), "{block} {res:?}");
             }
         }
+    }
+
+    #[test]
+    fn the_dataplane_decides_the_reservation() {
+        assert_eq!(Reservation::for_dataplane(Dataplane::Bridge), Reservation::GatewayPerBlock);
+        assert_eq!(Reservation::for_dataplane(Dataplane::Routed), Reservation::None);
     }
 }

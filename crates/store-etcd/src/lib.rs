@@ -8,22 +8,24 @@
 //!
 //! The plugin is synchronous; this store starts a single-threaded runtime and connects only when
 //! first used (a block must be leased or listed), so ADDs inside the node's blocks and every DEL
-//! never touch etcd. `timeoutMs` is one deadline for all etcd work of the invocation.
+//! never touch etcd. Every call gets the caller's [`Deadline`] (for the plugin, `timeoutMs` for
+//! the whole invocation). The store is `Send + Sync`: a long-running agent shares one, and a
+//! broken connection is rebuilt on the next call. A watch gets a connection of its own.
 
-use super::ClusterStore;
-use crate::addr::{block_count, net_from_file_name, net_to_file_name, nth_block};
-use crate::config::{EtcdConfig, Pool};
-use crate::error::IpamError;
-use crate::model::{now_rfc3339, BlockLease, BlockRelease, Claim, ClaimAs, ClaimOutcome};
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions, Txn, TxnOp,
-    TxnOpResponse, TxnResponse,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue, TlsOptions,
+    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions, WatchStream,
 };
 use ipnet::IpNet;
-use std::cell::{Cell, RefCell};
+use podnet_ipam::addr::{block_count, net_from_file_name, net_to_file_name, nth_block};
+use podnet_ipam::config::{EtcdConfig, Pool};
+use podnet_ipam::model::{now_rfc3339, BlockLease, BlockRelease, Claim, ClaimAs, ClaimOutcome};
+use podnet_ipam::{ClusterStore, Deadline, IpamError, LeaseEvent, LeaseSnapshot, LeaseWatch, WatchError};
 use std::collections::HashSet;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// Why one attempt failed: worth retrying within the budget, or not.
 enum Failure {
@@ -50,6 +52,9 @@ fn classify(e: &etcd_client::Error) -> Failure {
     }
 }
 
+/// A connection: the client and the single-threaded runtime that drives it.
+type Conn = (tokio::runtime::Runtime, Client);
+
 pub struct EtcdStore {
     cfg: EtcdConfig,
     /// A note shared by the node's processes: "etcd did not answer until <unix ms>". While it
@@ -59,31 +64,27 @@ pub struct EtcdStore {
     blocks_prefix: String,
     claims_prefix: String,
     lending_prefix: String,
-    conn: RefCell<Option<(tokio::runtime::Runtime, Client)>>,
-    deadline: Cell<Option<Instant>>,
-    requests: Cell<usize>,
+    conn: Mutex<Option<Conn>>,
+    requests: AtomicUsize,
 }
 
 impl EtcdStore {
     pub fn new(cfg: EtcdConfig, network: &str, outage_note: Option<std::path::PathBuf>) -> EtcdStore {
         let base = format!("{}/{network}", cfg.prefix.trim_end_matches('/'));
-        let (blocks_prefix, claims_prefix, lending_prefix) =
-            (format!("{base}/blocks/"), format!("{base}/claims/"), format!("{base}/lending/"));
         EtcdStore {
             cfg,
             outage_note,
-            blocks_prefix,
-            claims_prefix,
-            lending_prefix,
-            conn: RefCell::new(None),
-            deadline: Cell::new(None),
-            requests: Cell::new(0),
+            blocks_prefix: format!("{base}/blocks/"),
+            claims_prefix: format!("{base}/claims/"),
+            lending_prefix: format!("{base}/lending/"),
+            conn: Mutex::new(None),
+            requests: AtomicUsize::new(0),
         }
     }
 
     /// etcd requests made so far (0 for an ADD inside the node's own blocks).
     pub fn requests(&self) -> usize {
-        self.requests.get()
+        self.requests.load(Ordering::Relaxed)
     }
 
     fn unavailable(&self, why: impl std::fmt::Display) -> IpamError {
@@ -94,11 +95,9 @@ impl EtcdStore {
         ))
     }
 
-    /// Time left of this invocation's etcd budget, starting it on first use.
-    fn remaining(&self) -> Result<Duration, IpamError> {
-        let deadline = *self.deadline.get().get_or_insert_with(|| Instant::now() + self.cfg.timeout);
-        self.deadline.set(Some(deadline));
-        let left = deadline.saturating_duration_since(Instant::now());
+    /// Time left of the caller's budget.
+    fn remaining(&self, deadline: &Deadline) -> Result<Duration, IpamError> {
+        let left = deadline.remaining();
         if left.is_zero() {
             return Err(self.unavailable("the time budget is spent"));
         }
@@ -107,7 +106,7 @@ impl EtcdStore {
 
     /// Run one etcd call within the remaining budget, connecting first if needed. Failures (etcd
     /// down, no leader yet) are retried until the budget is spent; then the caller gets code 11.
-    fn call<T, F, Fut>(&self, f: F) -> Result<T, IpamError>
+    fn call<T, F, Fut>(&self, deadline: &Deadline, f: F) -> Result<T, IpamError>
     where
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -126,15 +125,13 @@ impl EtcdStore {
                 )));
             }
         }
-        let result = self.call_inner(f);
+        let result = self.call_inner(deadline, f);
         if let Some(note) = &self.outage_note {
             match &result {
                 // One failed call's wait is enough for every call for a while.
                 Err(IpamError::Unavailable(_)) => {
-                    let _ = crate::fsio::write_hint(
-                        note,
-                        (now_ms() + self.cfg.timeout.as_millis() as u64).to_string().as_bytes(),
-                    );
+                    let until = now_ms() + self.cfg.timeout.as_millis() as u64;
+                    let _ = podnet_fsio::write_hint(note, until.to_string().as_bytes());
                 }
                 Ok(_) => {
                     if note.exists() {
@@ -147,80 +144,53 @@ impl EtcdStore {
         result
     }
 
-    fn call_inner<T, F, Fut>(&self, f: F) -> Result<T, IpamError>
+    fn call_inner<T, F, Fut>(&self, deadline: &Deadline, f: F) -> Result<T, IpamError>
     where
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         loop {
-            let left = self.remaining()?;
-            let attempt = self.attempt(&f, left);
-            match attempt {
+            let left = self.remaining(deadline)?;
+            match self.attempt(&f, left, deadline) {
                 Ok(v) => return Ok(v),
                 // A missing password file or an unreadable certificate does not heal by waiting.
                 Err(Failure::Config(why)) => return Err(IpamError::Config(format!("ipam.store: {why}"))),
                 Err(Failure::Transient(why)) => {
                     let pause = Duration::from_millis(50);
-                    if self.remaining().map(|l| l <= pause).unwrap_or(true) {
+                    if self.remaining(deadline).map(|l| l <= pause).unwrap_or(true) {
                         return Err(self.unavailable(why));
                     }
                     // A broken connection is rebuilt on the next attempt.
-                    *self.conn.borrow_mut() = None;
+                    *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     std::thread::sleep(pause);
                 }
             }
         }
     }
 
-    fn attempt<T, F, Fut>(&self, f: &F, left: Duration) -> Result<T, Failure>
+    fn attempt<T, F, Fut>(&self, f: &F, left: Duration, deadline: &Deadline) -> Result<T, Failure>
     where
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        let mut conn = self.conn.borrow_mut();
+        // One call at a time over the connection: the plugin makes one anyway, and an agent's
+        // calls are few and short.
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         if conn.is_none() {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Failure::Config(format!("starting the etcd client runtime: {e}")))?;
-            let mut opts = ConnectOptions::new().with_connect_timeout(left).with_timeout(left);
-            let read = |p: &std::path::Path| {
-                std::fs::read(p).map_err(|e| Failure::Config(format!("reading {}: {e}", p.display())))
-            };
-            if let (Some(user), Some(pw_file)) = (&self.cfg.username, &self.cfg.password_file) {
-                // The password is read here and never logged.
-                let password = String::from_utf8_lossy(&read(pw_file)?).trim_end_matches(['\n', '\r']).to_string();
-                opts = opts.with_user(user.clone(), password);
-            }
-            if let Some(files) = &self.cfg.tls {
-                let mut tls = TlsOptions::new();
-                if let Some(ca) = &files.ca {
-                    tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
-                }
-                if let (Some(cert), Some(key)) = (&files.cert, &files.key) {
-                    tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-                }
-                opts = opts.with_tls(tls);
-            }
-            let endpoints = self.cfg.endpoints.clone();
-            let client = rt
-                .block_on(async { tokio::time::timeout(left, Client::connect(endpoints, Some(opts))).await })
-                .map_err(|_| Failure::Transient("connecting timed out".into()))?
-                .map_err(|e| classify(&e))?;
-            *conn = Some((rt, client));
+            *conn = Some(connect(&self.cfg, left)?);
         }
         // Connecting (and authenticating) spent part of the budget: the request gets what is left.
-        let left = self.remaining().map_err(|e| Failure::Transient(e.to_string()))?;
+        let left = self.remaining(deadline).map_err(|e| Failure::Transient(e.to_string()))?;
         let (rt, client) = conn.as_ref().expect("connected above");
-        self.requests.set(self.requests.get() + 1);
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let fut = f(client.clone());
         rt.block_on(async { tokio::time::timeout(left, fut).await })
             .map_err(|_| Failure::Transient("the request timed out".into()))?
             .map_err(|e| classify(&e))
     }
 
-    fn txn(&self, txn: Txn) -> Result<TxnResponse, IpamError> {
-        self.call(|mut c| {
+    fn txn(&self, txn: Txn, deadline: &Deadline) -> Result<TxnResponse, IpamError> {
+        self.call(deadline, |mut c| {
             let txn = txn.clone();
             async move { c.txn(txn).await }
         })
@@ -251,9 +221,10 @@ impl EtcdStore {
         Ok(claim)
     }
 
-    fn read_all(&self) -> Result<Vec<(BlockLease, i64)>, IpamError> {
+    /// Every lease with its mod revision, and the revision of the read.
+    fn read_all(&self, deadline: &Deadline) -> Result<(Vec<(BlockLease, i64)>, i64), IpamError> {
         let prefix = self.blocks_prefix.clone();
-        let resp = self.call(|mut c| {
+        let resp = self.call(deadline, |mut c| {
             let prefix = prefix.clone();
             async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
         })?;
@@ -272,22 +243,92 @@ impl EtcdStore {
             }
             out.push((lease, kv.mod_revision()));
         }
+        Ok((out, resp.header().map(|h| h.revision()).unwrap_or(0)))
+    }
+}
+
+/// Open a client within `left`, with the config's credentials and TLS files.
+fn connect(cfg: &EtcdConfig, left: Duration) -> Result<Conn, Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Config(format!("starting the etcd client runtime: {e}")))?;
+    let mut opts = ConnectOptions::new().with_connect_timeout(left).with_timeout(left);
+    let read =
+        |p: &std::path::Path| std::fs::read(p).map_err(|e| Failure::Config(format!("reading {}: {e}", p.display())));
+    if let (Some(user), Some(pw_file)) = (&cfg.username, &cfg.password_file) {
+        // The password is read here and never logged.
+        let password = String::from_utf8_lossy(&read(pw_file)?).trim_end_matches(['\n', '\r']).to_string();
+        opts = opts.with_user(user.clone(), password);
+    }
+    if let Some(files) = &cfg.tls {
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &files.ca {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&files.cert, &files.key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        opts = opts.with_tls(tls);
+    }
+    let endpoints = cfg.endpoints.clone();
+    let client = rt
+        .block_on(async { tokio::time::timeout(left, Client::connect(endpoints, Some(opts))).await })
+        .map_err(|_| Failure::Transient("connecting timed out".into()))?
+        .map_err(|e| classify(&e))?;
+    Ok((rt, client))
+}
+
+/// Lease changes from an etcd watch on the blocks prefix, on a connection of its own (a watch
+/// waits long; the store's connection serves short calls).
+struct EtcdLeaseWatch {
+    conn: Conn,
+    stream: WatchStream,
+    prefix: String,
+}
+
+impl LeaseWatch for EtcdLeaseWatch {
+    fn next(&mut self, timeout: Duration) -> Result<Vec<LeaseEvent>, WatchError> {
+        let (rt, _) = &self.conn;
+        let got = rt.block_on(async { tokio::time::timeout(timeout, self.stream.message()).await });
+        let resp = match got {
+            Err(_) => return Ok(Vec::new()),
+            Ok(Err(e)) => return Err(WatchError::Unavailable(e.to_string())),
+            Ok(Ok(None)) => return Err(WatchError::Unavailable("etcd closed the watch".into())),
+            Ok(Ok(Some(resp))) => resp,
+        };
+        if resp.compact_revision() > 0 {
+            return Err(WatchError::Compacted);
+        }
+        if resp.canceled() {
+            return Err(WatchError::Unavailable(format!("etcd cancelled the watch: {}", resp.cancel_reason())));
+        }
+        let mut out = Vec::new();
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let key = kv.key_str().unwrap_or_default();
+            let Some(block) = net_from_file_name(key.trim_start_matches(&self.prefix)) else { continue };
+            match ev.event_type() {
+                EventType::Put => match serde_json::from_slice::<BlockLease>(kv.value()) {
+                    Ok(lease) if lease.block == block => out.push(LeaseEvent::Leased(lease)),
+                    // A value that does not decode leases nothing a route could be made for.
+                    _ => tracing::warn!(key, "a lease in etcd does not decode; ignored until rewritten"),
+                },
+                EventType::Delete => out.push(LeaseEvent::Released(block)),
+            }
+        }
         Ok(out)
     }
 }
 
 impl ClusterStore for EtcdStore {
-    fn leased_blocks(&self, pool: &Pool, node: &str) -> Result<Vec<BlockLease>, IpamError> {
-        Ok(self
-            .read_all()?
-            .into_iter()
-            .map(|(l, _)| l)
-            .filter(|l| l.node == node && pool.cidr().contains(&l.block))
-            .collect())
+    fn leased_blocks(&self, pool: &Pool, node: &str, deadline: &Deadline) -> Result<Vec<BlockLease>, IpamError> {
+        let (all, _) = self.read_all(deadline)?;
+        Ok(all.into_iter().map(|(l, _)| l).filter(|l| l.node == node && pool.cidr().contains(&l.block)).collect())
     }
 
-    fn lease_block(&self, pool: &Pool, node: &str) -> Result<Option<BlockLease>, IpamError> {
-        let mut taken: HashSet<IpNet> = self.read_all()?.into_iter().map(|(l, _)| l.block).collect();
+    fn lease_block(&self, pool: &Pool, node: &str, deadline: &Deadline) -> Result<Option<BlockLease>, IpamError> {
+        let mut taken: HashSet<IpNet> = self.read_all(deadline)?.0.into_iter().map(|(l, _)| l.block).collect();
         let count = block_count(pool.cidr(), pool.block_len);
         let mut n: u128 = 0;
         while n < count {
@@ -311,7 +352,7 @@ impl ClusterStore for EtcdStore {
                 ])
                 .and_then([TxnOp::put(key.clone(), value, None)])
                 .or_else([TxnOp::get(key, None)]);
-            let resp = self.txn(txn)?;
+            let resp = self.txn(txn, deadline)?;
             if resp.succeeded() {
                 return Ok(Some(lease));
             }
@@ -327,8 +368,16 @@ impl ClusterStore for EtcdStore {
         Ok(None)
     }
 
-    fn release_block(&self, block: IpNet, node: &str, even_if_claimed: bool) -> Result<BlockRelease, IpamError> {
-        let Some((_, revision)) = self.read_all()?.into_iter().find(|(l, _)| l.block == block && l.node == node) else {
+    fn release_block(
+        &self,
+        block: IpNet,
+        node: &str,
+        even_if_claimed: bool,
+        deadline: &Deadline,
+    ) -> Result<BlockRelease, IpamError> {
+        let Some((_, revision)) =
+            self.read_all(deadline)?.0.into_iter().find(|(l, _)| l.block == block && l.node == node)
+        else {
             return Ok(BlockRelease::NotHeld);
         };
         let key = self.lease_key(block);
@@ -343,7 +392,7 @@ impl ClusterStore for EtcdStore {
             .when(when)
             .and_then([TxnOp::delete(self.lending_key(block), None), TxnOp::delete(key.clone(), None)])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self.txn(txn)?;
+        let resp = self.txn(txn, deadline)?;
         if resp.succeeded() {
             return Ok(BlockRelease::Released);
         }
@@ -353,11 +402,29 @@ impl ClusterStore for EtcdStore {
         Ok(if still_mine { BlockRelease::Claimed } else { BlockRelease::NotHeld })
     }
 
-    fn leases(&self) -> Result<Vec<BlockLease>, IpamError> {
-        Ok(self.read_all()?.into_iter().map(|(l, _)| l).collect())
+    fn lease_snapshot(&self, deadline: &Deadline) -> Result<LeaseSnapshot, IpamError> {
+        let (all, revision) = self.read_all(deadline)?;
+        Ok(LeaseSnapshot { leases: all.into_iter().map(|(l, _)| l).collect(), revision })
     }
 
-    fn claim(&self, claim: &Claim, how: ClaimAs) -> Result<ClaimOutcome, IpamError> {
+    fn watch_leases(&self, snapshot: &LeaseSnapshot, _poll: Duration) -> Result<Box<dyn LeaseWatch>, IpamError> {
+        let conn = connect(&self.cfg, self.cfg.timeout).map_err(|f| match f {
+            Failure::Config(why) => IpamError::Config(format!("ipam.store: {why}")),
+            Failure::Transient(why) => self.unavailable(why),
+        })?;
+        let prefix = self.blocks_prefix.clone();
+        let opts = WatchOptions::new().with_prefix().with_start_revision(snapshot.revision + 1);
+        let (rt, client) = &conn;
+        let mut client = client.clone();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let stream = rt
+            .block_on(async { tokio::time::timeout(self.cfg.timeout, client.watch(prefix.clone(), Some(opts))).await })
+            .map_err(|_| self.unavailable("starting the watch timed out"))?
+            .map_err(|e| self.unavailable(e))?;
+        Ok(Box::new(EtcdLeaseWatch { conn, stream, prefix }))
+    }
+
+    fn claim(&self, claim: &Claim, how: ClaimAs, deadline: &Deadline) -> Result<ClaimOutcome, IpamError> {
         let key = format!("{}{}", self.block_claims_prefix(claim.block), claim.ip);
         let gate = match how {
             ClaimAs::Owner { .. } => self.lease_key(claim.block),
@@ -381,7 +448,7 @@ impl ClusterStore for EtcdStore {
                 TxnOp::get(key, None),
                 TxnOp::get(self.block_claims_prefix(claim.block), Some(GetOptions::new().with_prefix())),
             ]);
-        let resp = self.txn(txn)?;
+        let resp = self.txn(txn, deadline)?;
         if resp.succeeded() {
             return Ok(ClaimOutcome::Claimed);
         }
@@ -405,25 +472,25 @@ impl ClusterStore for EtcdStore {
                 let txn = Txn::new()
                     .when([Compare::create_revision(self.lease_key(claim.block), CompareOp::Greater, 0)])
                     .and_then([TxnOp::put(self.lending_key(claim.block), claim.node.clone(), None)]);
-                self.txn(txn)?;
+                self.txn(txn, deadline)?;
             }
             return Ok(ClaimOutcome::Claimed);
         }
         Ok(ClaimOutcome::Taken(block_claims.iter().map(|kv| self.decode_claim(kv)).collect::<Result<_, _>>()?))
     }
 
-    fn unclaim(&self, claim: &Claim) -> Result<bool, IpamError> {
+    fn unclaim(&self, claim: &Claim, deadline: &Deadline) -> Result<bool, IpamError> {
         let key = format!("{}{}", self.block_claims_prefix(claim.block), claim.ip);
         let value = serde_json::to_vec(claim).expect("claims serialize");
         let txn = Txn::new()
             .when([Compare::value(key.clone(), CompareOp::Equal, value)])
             .and_then([TxnOp::delete(key, None)]);
-        Ok(self.txn(txn)?.succeeded())
+        Ok(self.txn(txn, deadline)?.succeeded())
     }
 
-    fn lending_blocks(&self) -> Result<Vec<IpNet>, IpamError> {
+    fn lending_blocks(&self, deadline: &Deadline) -> Result<Vec<IpNet>, IpamError> {
         let prefix = self.lending_prefix.clone();
-        let resp = self.call(|mut c| {
+        let resp = self.call(deadline, |mut c| {
             let prefix = prefix.clone();
             async move { c.get(prefix, Some(GetOptions::new().with_prefix().with_keys_only())).await }
         })?;
@@ -434,9 +501,9 @@ impl ClusterStore for EtcdStore {
             .collect())
     }
 
-    fn claims(&self) -> Result<Vec<Claim>, IpamError> {
+    fn claims(&self, deadline: &Deadline) -> Result<Vec<Claim>, IpamError> {
         let prefix = self.claims_prefix.clone();
-        let resp = self.call(|mut c| {
+        let resp = self.call(deadline, |mut c| {
             let prefix = prefix.clone();
             async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
         })?;

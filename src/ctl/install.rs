@@ -3,8 +3,10 @@
 //! Binaries are copied atomically (a temp file in the target directory, fsync, rename), so a
 //! runtime never execs a half-written plugin. Every step is idempotent and reported.
 
+use super::CtlError;
 use clap::Args;
 use podnet_cni::NetConf;
+use podnet_node::Network;
 use podnet_plugin::config::PluginConfig;
 use serde_json::{json, Value};
 use std::fs;
@@ -79,13 +81,13 @@ pub struct UninstallArgs {
 }
 
 /// Build the conflist from flags.
-fn conflist_from_flags(a: &InstallArgs) -> Result<Value, String> {
+fn conflist_from_flags(a: &InstallArgs) -> Result<Value, CtlError> {
     if a.cidrs.is_empty() {
-        return Err("give --config FILE or at least one --cidr".into());
+        return Err(CtlError::Usage("give --config FILE or at least one --cidr".into()));
     }
     let mut pools = Vec::new();
     for cidr in &a.cidrs {
-        let net: ipnet::IpNet = cidr.parse().map_err(|_| format!("--cidr {cidr:?} is not a CIDR"))?;
+        let net: ipnet::IpNet = cidr.parse().map_err(|_| CtlError::Usage(format!("--cidr {cidr:?} is not a CIDR")))?;
         let family = if net.addr().is_ipv4() { "v4" } else { "v6" };
         let mut pool = json!({"name": format!("pods-{family}"), "cidr": cidr});
         if let Some(b) = if net.addr().is_ipv4() { a.block_size } else { a.block_size_v6 } {
@@ -122,7 +124,7 @@ fn podnet_plugins(list: &Value) -> Result<Vec<(NetConf, PluginConfig)>, String> 
     let plugins = list.get("plugins").and_then(Value::as_array).ok_or("the conflist has no \"plugins\" list")?;
     let mut out = Vec::new();
     for p in plugins.iter().filter(|p| p.get("type").and_then(Value::as_str) == Some("podnet")) {
-        let (conf, cfg) = crate::ctl::plugin_view(name, version, p)?;
+        let (conf, cfg) = podnet_node::plugin_view(name, version, p).map_err(|e| e.to_string())?;
         if cfg.ipam_in_process {
             podnet_ipam::IpamConfig::parse(&cfg.ipam, Some(&cfg.data_dir)).map_err(|e| e.to_string())?;
         }
@@ -135,7 +137,7 @@ fn podnet_plugins(list: &Value) -> Result<Vec<(NetConf, PluginConfig)>, String> 
 }
 
 /// Put `bytes` at `dir/name` unless it already holds them. Returns the line to print.
-fn place(dir: &Path, name: &str, bytes: &[u8], mode: u32, dry_run: bool) -> Result<String, String> {
+fn place(dir: &Path, name: &str, bytes: &[u8], mode: u32, dry_run: bool) -> Result<String, CtlError> {
     let path = dir.join(name);
     if fs::read(&path).ok().as_deref() == Some(bytes) {
         return Ok(format!("unchanged {}", path.display()));
@@ -144,30 +146,33 @@ fn place(dir: &Path, name: &str, bytes: &[u8], mode: u32, dry_run: bool) -> Resu
     if dry_run {
         return Ok(format!("would have {verb} {}", path.display()));
     }
-    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    fs::create_dir_all(dir).map_err(|e| CtlError::io(format!("creating {}", dir.display()), e))?;
     // Temp file in the same directory, fsync, rename: a runtime never execs a half-written plugin.
-    podnet_ipam::fsio::atomic_write_mode(dir, name, bytes, mode).map_err(|e| e.to_string())?;
+    podnet_fsio::atomic_write_mode(dir, name, bytes, mode).map_err(|e| CtlError::Refused(e.to_string()))?;
     Ok(format!("{verb} {}", path.display()))
 }
 
-pub fn install(a: &InstallArgs, config: Option<&Path>) -> Result<i32, String> {
+pub fn install(a: &InstallArgs, config: Option<&Path>) -> Result<i32, CtlError> {
     let list = match config {
-        Some(p) => serde_json::from_slice(&fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()))?)
-            .map_err(|e| format!("{} is not JSON: {e}", p.display()))?,
+        Some(p) => {
+            serde_json::from_slice(&fs::read(p).map_err(|e| CtlError::io(format!("reading {}", p.display()), e))?)
+                .map_err(|e| CtlError::Usage(format!("{} is not JSON: {e}", p.display())))?
+        }
         None => conflist_from_flags(a)?,
     };
-    podnet_plugins(&list).map_err(|e| format!("invalid network config: {e}"))?;
+    podnet_plugins(&list).map_err(|e| CtlError::Usage(format!("invalid network config: {e}")))?;
     let source = match &a.source_dir {
         Some(d) => d.clone(),
         None => std::env::current_exe()
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))
-            .ok_or("cannot tell where podnetctl is; pass --source-dir")?,
+            .ok_or_else(|| CtlError::Usage("cannot tell where podnetctl is; pass --source-dir".into()))?,
     };
     let mut lines = Vec::new();
     for plugin in PLUGINS {
         let src = source.join(plugin);
-        let bytes = fs::read(&src).map_err(|e| format!("reading {}: {e} (pass --source-dir)", src.display()))?;
+        let bytes =
+            fs::read(&src).map_err(|e| CtlError::io(format!("reading {} (pass --source-dir)", src.display()), e))?;
         lines.push(place(&a.dirs.bin_dir, plugin, &bytes, 0o755, a.dirs.dry_run)?);
     }
     let mut text = serde_json::to_vec_pretty(&list).expect("json");
@@ -179,11 +184,11 @@ pub fn install(a: &InstallArgs, config: Option<&Path>) -> Result<i32, String> {
     Ok(0)
 }
 
-pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, String> {
+pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, CtlError> {
     let conf_path = config.map(Path::to_path_buf).unwrap_or_else(|| a.dirs.conf_dir.join(&a.dirs.conf_name));
     let mut lines = Vec::new();
     let dry = a.dirs.dry_run;
-    let remove_path = |path: &Path, lines: &mut Vec<String>| -> Result<(), String> {
+    let remove_path = |path: &Path, lines: &mut Vec<String>| -> Result<(), CtlError> {
         if !path.exists() {
             return Ok(());
         }
@@ -192,15 +197,15 @@ pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, String
             return Ok(());
         }
         let r = if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
-        r.map_err(|e| format!("removing {}: {e}", path.display()))?;
+        r.map_err(|e| CtlError::io(format!("removing {}", path.display()), e))?;
         lines.push(format!("removed {}", path.display()));
         Ok(())
     };
     // What podnet owns comes from its own conflist; without one, only the binaries are known.
     if let Ok(bytes) = fs::read(&conf_path) {
-        let list: Value =
-            serde_json::from_slice(&bytes).map_err(|e| format!("{} is not JSON: {e}", conf_path.display()))?;
-        let plugins = podnet_plugins(&list).map_err(|e| format!("{}: {e}", conf_path.display()))?;
+        let list: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| CtlError::Usage(format!("{} is not JSON: {e}", conf_path.display())))?;
+        let plugins = podnet_plugins(&list).map_err(|e| CtlError::Usage(format!("{}: {e}", conf_path.display())))?;
         let network = list["name"].as_str().unwrap_or_default().to_string();
         for (_, cfg) in &plugins {
             let plugin_obj = list["plugins"]
@@ -208,30 +213,33 @@ pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, String
                 .and_then(|l| l.iter().find(|p| p["type"] == "podnet"))
                 .cloned()
                 .unwrap_or_default();
-            let live = match podnet_plugin::endpoints(&plugin_obj, &network) {
+            let net = Network {
+                path: conf_path.clone(),
+                name: network.clone(),
+                cni_version: String::new(),
+                plugin: plugin_obj,
+            };
+            let live = match net.endpoints() {
                 Ok(live) => live,
                 Err(e) if !a.force => {
-                    return Err(format!(
+                    return Err(CtlError::Refused(format!(
                         "cannot tell which endpoints are live ({e}); pass --force to remove podnet anyway"
-                    ))
+                    )))
                 }
                 Err(_) => Vec::new(),
             };
             if !live.is_empty() && !a.force {
-                return Err(format!(
+                return Err(CtlError::Refused(format!(
                     "{} endpoint(s) of network {network} are still recorded (podnetctl inspect); remove their pods first or pass --force",
                     live.len()
-                ));
+                )));
             }
             if let podnet_dataplane::Mode::Bridge { bridge, .. } = &cfg.mode {
-                let mut nl = podnet_dataplane::Netlink::open().map_err(|e| format!("opening netlink: {e}"))?;
-                let found =
-                    nl.link_by_name(bridge).map_err(|e| e.to_string())?.filter(|l| l.kind.as_deref() == Some("bridge"));
+                let mut nl = podnet_dataplane::Netlink::open().map_err(|e| CtlError::io("opening netlink", e))?;
+                let found = nl.link_by_name(bridge).map_err(kernel)?.filter(|l| l.kind.as_deref() == Some("bridge"));
                 // A bridge that still has ports serves something else too: leave it.
                 let ports = match &found {
-                    Some(b) => {
-                        nl.links().map_err(|e| e.to_string())?.iter().filter(|l| l.master == Some(b.index)).count()
-                    }
+                    Some(b) => nl.links().map_err(kernel)?.iter().filter(|l| l.master == Some(b.index)).count(),
                     None => 0,
                 };
                 if found.is_some() && ports > 0 {
@@ -240,15 +248,14 @@ pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, String
                     if dry {
                         lines.push(format!("would delete bridge {bridge}"));
                     } else {
-                        nl.delete_link(bridge).map_err(|e| e.to_string())?;
+                        nl.delete_link(bridge).map_err(kernel)?;
                         lines.push(format!("deleted bridge {bridge}"));
                     }
                 }
             }
             remove_path(&cfg.data_dir.join(&network), &mut lines)?;
             if cfg.ipam_in_process {
-                let ipam_cfg =
-                    podnet_ipam::IpamConfig::parse(&cfg.ipam, Some(&cfg.data_dir)).map_err(|e| e.to_string())?;
+                let ipam_cfg = podnet_ipam::IpamConfig::parse(&cfg.ipam, Some(&cfg.data_dir))?;
                 remove_path(&ipam_cfg.data_dir.join(&network), &mut lines)?;
                 if ipam_cfg.etcd.is_none() && ipam_cfg.store.path.is_none() {
                     // The default cluster store is this node's alone.
@@ -262,8 +269,8 @@ pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, String
                     // A shared store (etcd, or a path several nodes use) keeps the other nodes'
                     // leases: only this node's go back.
                     let node = ipam_cfg.node.clone();
-                    let ipam = podnet_ipam::Ipam::new(ipam_cfg, &network, podnet_plugin::reservation_for(&cfg.mode));
-                    let r = podnet_ipam::report::release_node(&ipam, &node).map_err(|e| e.to_string())?;
+                    let ipam = podnet_plugin::open_ipam(ipam_cfg, &network, cfg.dataplane());
+                    let r = ipam.release_node(&node)?;
                     for b in r.released {
                         lines.push(format!("handed back block {b} of node {node}"));
                     }
@@ -282,4 +289,8 @@ pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, String
         println!("{l}");
     }
     Ok(0)
+}
+
+fn kernel(e: podnet_dataplane::netlink::NlError) -> CtlError {
+    CtlError::Node(podnet_node::NodeError::Kernel(e.to_string()))
 }

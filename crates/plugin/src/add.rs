@@ -1,0 +1,311 @@
+//! ADD as a pipeline: the veth pair is built on a second thread while IPAM picks and records the
+//! addresses; the pod is configured once they are safe to carry. Each step that makes something
+//! registers its undo in a [`Rollback`], and a failure runs exactly that list: only what this ADD
+//! made, the interface before its addresses (so no other pod is ever handed an address a pod
+//! still carries).
+
+use crate::backend::IpamBackend;
+use crate::config::PluginConfig;
+use crate::records::{endpoint_record, EndpointRecord, EndpointStore};
+use crate::{dataplane_error, pod_info};
+use podnet_cni::{CniError, Env, ErrorCode};
+use podnet_dataplane::{endpoint, DataplaneError, Endpoint, EndpointSpec, Mode, NetNs, Netlink, PodAddress};
+use podnet_ipam::Handle;
+use std::net::IpAddr;
+use std::sync::mpsc;
+use std::time::Instant;
+
+/// One thing a failed ADD takes back.
+enum Undo {
+    /// The veth pair this ADD created (the pod end goes with it).
+    Veth(String),
+    /// The endpoint record this ADD wrote (exec'd IPAM: a file of its own).
+    Record(Handle),
+    /// Addresses the IPAM allocated for this ADD (an exec'd plugin: its DEL).
+    Release { handle: Handle, exec: bool },
+}
+
+impl Undo {
+    /// Interfaces first, then records, then addresses.
+    fn order(&self) -> u8 {
+        match self {
+            Undo::Veth(_) => 0,
+            Undo::Record(_) => 1,
+            Undo::Release { .. } => 2,
+        }
+    }
+}
+
+/// What a failed ADD must undo.
+#[derive(Default)]
+struct Rollback(Vec<Undo>);
+
+impl Rollback {
+    fn push(&mut self, undo: Undo) {
+        self.0.push(undo);
+    }
+
+    /// The veth pair belongs to a live earlier ADD of this attachment: so do an exec'd plugin's
+    /// addresses and the record (the in-process IPAM knows whether it allocated anew).
+    fn keep_exec_allocation(&mut self) {
+        self.0.retain(|u| !matches!(u, Undo::Release { exec: true, .. } | Undo::Record(_)));
+    }
+
+    fn run(mut self, nl: &mut Netlink, backend: &IpamBackend, store: &EndpointStore) {
+        self.0.sort_by_key(Undo::order);
+        for undo in self.0 {
+            match undo {
+                Undo::Veth(name) => {
+                    if let Err(e) = endpoint::teardown(nl, &name) {
+                        tracing::error!("removing {name} after a failed ADD: {e}");
+                    }
+                }
+                Undo::Record(h) => {
+                    if let Err(e) = store.remove(&h) {
+                        tracing::error!("removing the endpoint record of {} after a failed ADD: {e}", h.key());
+                    }
+                }
+                Undo::Release { handle, .. } => {
+                    if let Err(e) = backend.release(&handle) {
+                        tracing::error!("releasing {} after a failed ADD: {e}", handle.key());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why the kernel side stopped.
+enum KernelFailure {
+    Dataplane(DataplaneError),
+    /// The IPAM side failed first; its error is the one reported.
+    IpamFailed,
+    Panicked,
+}
+
+/// What the kernel thread did: whether it made the veth pair, and how it ended.
+struct KernelSide {
+    created: bool,
+    result: Result<(Endpoint, u64, u64), KernelFailure>,
+}
+
+/// What the IPAM side did: the endpoint record (with the addresses), or why it failed.
+struct IpamSide {
+    record: Option<EndpointRecord>,
+    result: Result<(), CniError>,
+}
+
+pub(crate) struct AddPipeline<'a> {
+    pub cfg: &'a PluginConfig,
+    pub env: &'a Env,
+    pub netns: &'a NetNs,
+    pub handle: Handle,
+    pub spec: EndpointSpec,
+    pub started: Instant,
+}
+
+impl AddPipeline<'_> {
+    pub fn run(self, backend: &IpamBackend, store: &EndpointStore) -> Result<(EndpointRecord, Endpoint), CniError> {
+        let (picked_tx, picked_rx) = mpsc::channel::<Vec<PodAddress>>();
+        let mut rollback = Rollback::default();
+        let (kernel, ipam) = std::thread::scope(|s| {
+            let kernel = s.spawn(|| self.kernel_side(picked_rx));
+            let ipam = self.ipam_side(backend, store, picked_tx, &mut rollback);
+            let kernel = kernel.join().unwrap_or(KernelSide { created: false, result: Err(KernelFailure::Panicked) });
+            (kernel, ipam)
+        });
+        if kernel.created {
+            rollback.push(Undo::Veth(self.spec.host_veth.clone()));
+        }
+        let h = &self.handle;
+        match (kernel.result, ipam.result) {
+            (Ok((ep, links_us, configured_us)), Ok(())) => {
+                let record = ipam.record.expect("recorded with its addresses");
+                tracing::debug!(links_us, configured_us, "ADD: veth pair built, pod configured");
+                tracing::info!(container = %h.container_id, ifname = %h.ifname, ips = ?record.ips,
+                    elapsed_us = self.started.elapsed().as_micros() as u64, "ADD");
+                Ok((record, ep))
+            }
+            (_, Err(e)) => {
+                let mut nl = netlink()?;
+                rollback.run(&mut nl, backend, store);
+                Err(e)
+            }
+            (Err(k), Ok(())) => {
+                let mut nl = netlink()?;
+                let error = match k {
+                    KernelFailure::Dataplane(d) => {
+                        // Links an earlier ADD of this attachment made: its addresses are that
+                        // attachment's too, unless the in-process IPAM just allocated them.
+                        if d.is_existing_attachment() {
+                            rollback.keep_exec_allocation();
+                        }
+                        dataplane_error(d)
+                    }
+                    KernelFailure::IpamFailed => unreachable!("the IPAM side succeeded"),
+                    KernelFailure::Panicked => {
+                        CniError::new(ErrorCode::Internal, "internal error: the kernel thread panicked")
+                    }
+                };
+                rollback.run(&mut nl, backend, store);
+                Err(error)
+            }
+        }
+    }
+
+    /// Build the veth pair (no address needed), then configure the pod as soon as IPAM says
+    /// its addresses are recorded.
+    fn kernel_side(&self, picked: mpsc::Receiver<Vec<PodAddress>>) -> KernelSide {
+        let mut nl = match Netlink::open() {
+            Ok(nl) => nl,
+            Err(e) => {
+                return KernelSide { created: false, result: Err(KernelFailure::Dataplane(DataplaneError::Socket(e))) }
+            }
+        };
+        let links = match endpoint::create_links(&mut nl, self.netns, &self.spec) {
+            Ok(links) => links,
+            Err(e) => return KernelSide { created: false, result: Err(KernelFailure::Dataplane(e)) },
+        };
+        podnet_fault::crash_point("add-after-veth");
+        let links_us = self.started.elapsed().as_micros() as u64;
+        let Ok(addresses) = picked.recv() else {
+            return KernelSide { created: true, result: Err(KernelFailure::IpamFailed) };
+        };
+        let spec = EndpointSpec { addresses, ..self.spec.clone() };
+        let result = endpoint::configure(&mut nl, &spec, links)
+            .map(|ep| (ep, links_us, self.started.elapsed().as_micros() as u64))
+            .map_err(KernelFailure::Dataplane);
+        KernelSide { created: true, result }
+    }
+
+    /// Allocate, hand the addresses to the kernel side as soon as they are safe to carry, and
+    /// record the endpoint: with the in-process IPAM inside the allocation itself (one durable
+    /// write), else in an endpoint file.
+    fn ipam_side(
+        &self,
+        backend: &IpamBackend,
+        store: &EndpointStore,
+        picked: mpsc::Sender<Vec<PodAddress>>,
+        rollback: &mut Rollback,
+    ) -> IpamSide {
+        let h = &self.handle;
+        let make_record = |addresses: &[PodAddress]| {
+            endpoint_record(
+                self.cfg,
+                h,
+                &self.netns.path().display().to_string(),
+                pod_info(self.env),
+                self.spec.mtu,
+                addresses,
+            )
+        };
+        let mut side = IpamSide { record: None, result: Ok(()) };
+        match backend {
+            IpamBackend::Exec(exec) => {
+                let got = exec.add().and_then(|result| {
+                    rollback.push(Undo::Release { handle: h.clone(), exec: true });
+                    let list = result
+                        .ips
+                        .iter()
+                        .map(|ip| {
+                            Ok(PodAddress {
+                                address: ip.address,
+                                gateway: delegated_gateway(&self.cfg.mode, ip.address, ip.gateway)?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, CniError>>()?;
+                    if list.is_empty() {
+                        return Err(CniError::new(
+                            ErrorCode::DelegateFailed,
+                            format!("IPAM plugin {} returned no address", exec.plugin.display()),
+                        ));
+                    }
+                    Ok(list)
+                });
+                let list = match got {
+                    Ok(list) => list,
+                    Err(e) => {
+                        side.result = Err(e);
+                        return side;
+                    }
+                };
+                let _ = picked.send(list.clone());
+                let record = make_record(&list);
+                rollback.push(Undo::Record(h.clone()));
+                side.result = store.write(&record).map_err(CniError::from);
+                side.record = Some(record);
+            }
+            IpamBackend::InProcess(ipam) => {
+                let mut pending = match ipam.reserve(h, &pod_info(self.env)) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        side.result = Err(e.into());
+                        return side;
+                    }
+                };
+                let list: Vec<PodAddress> =
+                    pending.allocations.iter().map(|a| PodAddress { address: a.address, gateway: a.gateway }).collect();
+                let record = make_record(&list);
+                // The endpoint record rides in the allocation's own file: one durable write (each
+                // fsync costs a device flush here, so the count of fsyncs is the ADD's cost).
+                pending.attach(serde_json::to_value(&record).expect("records serialize"));
+                podnet_fault::crash_point("add-after-reserve");
+                let published = match pending.publish() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        side.result = Err(e.into());
+                        return side;
+                    }
+                };
+                // The addresses are now recorded where every process sees them, so the pod may
+                // carry them (configuring it earlier would let a kill -9 free an address a pod
+                // already has). Only the directory fsync still overlaps the kernel work; the ADD
+                // succeeds only if it succeeds too.
+                if !published.existing {
+                    rollback.push(Undo::Release { handle: h.clone(), exec: false });
+                }
+                let _ = picked.send(list.clone());
+                let finished = published.finish();
+                podnet_fault::crash_point("add-after-record");
+                tracing::debug!(
+                    cluster_requests = ipam.cluster_requests(),
+                    ipam_us = self.started.elapsed().as_micros() as u64,
+                    "ADD: addresses committed and endpoint recorded (cluster store round trips: 0 inside the node's blocks)"
+                );
+                side.result = finished.map(|_| ()).map_err(CniError::from);
+                side.record = Some(record);
+            }
+        }
+        side
+    }
+}
+
+fn netlink() -> Result<Netlink, CniError> {
+    Netlink::open().map_err(|e| CniError::kernel(format!("opening a netlink socket: {e}")))
+}
+
+/// The gateway for an address an exec'd IPAM plugin returned: its own if it is usable (same
+/// family, inside the subnet, not the network address), else, on the bridge, the subnet's first
+/// address as the reference bridge plugin does.
+pub(crate) fn delegated_gateway(
+    mode: &Mode,
+    address: ipnet::IpNet,
+    gateway: Option<IpAddr>,
+) -> Result<Option<IpAddr>, CniError> {
+    let subnet = address.trunc();
+    if let Some(gw) = gateway {
+        if gw.is_ipv4() != address.addr().is_ipv4() || !subnet.contains(&gw) || gw == subnet.network() {
+            return Err(CniError::new(
+                ErrorCode::DelegateFailed,
+                format!("the IPAM plugin's gateway {gw} is not usable for {address}"),
+            ));
+        }
+        return Ok(Some(gw));
+    }
+    if !matches!(mode, Mode::Bridge { .. }) {
+        return Ok(None);
+    }
+    use podnet_ipam::addr::{from_u128, to_u128};
+    let first = from_u128(to_u128(subnet.network()) + 1, subnet.addr().is_ipv4());
+    Ok(Some(first).filter(|g| subnet.contains(g) && *g != address.addr()))
+}
