@@ -5,13 +5,10 @@
 //! (ADD+DEL cycles per second with W parallel workers), peak RSS of one plugin process, and a leak
 //! check (veths and IPAM records left). Medians over rounds are printed as a Markdown table.
 
+use podnet_lab::{link, Etcd, Invocation, Netns};
 use serde_json::{json, Value};
-use std::fs::File;
-use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 struct Args {
@@ -21,6 +18,8 @@ struct Args {
     rounds: usize,
     podnet_dir: PathBuf,
     reference_dir: PathBuf,
+    /// Earlier podnet binaries to run side by side with these (before/after a change).
+    baseline_dir: Option<PathBuf>,
     json_out: Option<PathBuf>,
     /// Keep the state and log directory for inspection.
     keep: bool,
@@ -35,6 +34,7 @@ fn parse_args() -> Args {
         rounds: 3,
         podnet_dir: exe_dir,
         reference_dir: "/usr/lib/cni".into(),
+        baseline_dir: None,
         json_out: None,
         keep: false,
     };
@@ -49,6 +49,7 @@ fn parse_args() -> Args {
             "--rounds" => a.rounds = val().parse().unwrap_or_else(|_| die("--rounds takes a number")),
             "--podnet-dir" => a.podnet_dir = val().into(),
             "--reference-dir" => a.reference_dir = val().into(),
+            "--baseline-dir" => a.baseline_dir = Some(val().into()),
             "--json" => a.json_out = Some(val().into()),
             "--keep" => {
                 a.keep = true;
@@ -56,7 +57,7 @@ fn parse_args() -> Args {
                 continue;
             }
             "-h" | "--help" => {
-                println!("podnet-bench [--pods 200] [--churn 400] [--workers 8] [--rounds 3] [--podnet-dir DIR] [--reference-dir /usr/lib/cni] [--json FILE] [--keep]");
+                println!("podnet-bench [--pods 200] [--churn 400] [--workers 8] [--rounds 3] [--podnet-dir DIR] [--reference-dir /usr/lib/cni] [--baseline-dir DIR] [--json FILE] [--keep]");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other}")),
@@ -71,53 +72,23 @@ fn die(msg: &str) -> ! {
     std::process::exit(2)
 }
 
-/// Make `cmd`'s child enter the network namespace `fd` before it execs.
-fn enter_on_exec(cmd: &mut Command, fd: std::os::fd::RawFd) {
-    // SAFETY: setns is async-signal-safe, as pre_exec requires.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+/// A namespace the bench made (removed on drop); the bench dies if it cannot make one.
+fn netns(name: String) -> Netns {
+    Netns::create(&name).unwrap_or_else(|e| die(&format!("creating namespace {name}: {e} (run as root)")))
 }
 
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// A namespace the bench made; removed on drop.
-struct Netns(String);
-impl Netns {
-    fn new(name: String) -> Netns {
-        if !ip(&["netns", "add", &name]) {
-            die(&format!("ip netns add {name} failed (run as root)"));
-        }
-        Netns(name)
-    }
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.0))
-    }
-    fn exec(&self, args: &[&str]) -> String {
-        let mut full = vec!["netns", "exec", &self.0];
-        full.extend_from_slice(args);
-        let out = Command::new("ip").args(&full).output().expect("ip");
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-}
-impl Drop for Netns {
-    fn drop(&mut self) {
-        ip(&["netns", "del", &self.0]);
-    }
+/// A node: a namespace whose uplink is a veth pair with both ends inside (an address to reach and
+/// a default route, as on a real node; nothing leaves the namespace).
+fn node(name: String) -> Netns {
+    let ns = netns(name);
+    let setup = || -> std::io::Result<()> {
+        link::veth(&ns, "up0", None, &ns, "up0p", 1500)?;
+        link::set_up(&ns, "up0")?;
+        link::add_address(&ns, "up0", "198.18.0.1/24".parse().expect("literal"))?;
+        link::add_route(&ns, "0.0.0.0/0".parse().expect("literal"), Some("198.18.0.2".parse().expect("literal")), "up0")
+    };
+    setup().unwrap_or_else(|e| die(&format!("setting up the node's uplink: {e}")));
+    ns
 }
 
 #[derive(Clone)]
@@ -131,45 +102,6 @@ struct Suite {
     etcd: bool,
 }
 
-/// etcd inside a node namespace for one round, on the namespace's own loopback; killed by PID.
-struct NodeEtcd {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl NodeEtcd {
-    fn start(node: &Netns) -> NodeEtcd {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ns = File::open(node.path()).expect("node netns");
-        let fd = ns.as_raw_fd();
-        let mut cmd = Command::new("etcd");
-        cmd.args(["--name", "bench", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379"])
-            .args([
-                "--listen-peer-urls",
-                "http://127.0.0.1:2380",
-                "--initial-advertise-peer-urls",
-                "http://127.0.0.1:2380",
-            ])
-            .args(["--initial-cluster", "bench=http://127.0.0.1:2380"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        enter_on_exec(&mut cmd, fd);
-        let child = cmd.spawn().unwrap_or_else(|e| die(&format!("starting etcd (install etcd-server): {e}")));
-        // Leader election of a fresh single-member cluster; ADDs retry within timeoutMs anyway.
-        std::thread::sleep(Duration::from_millis(1500));
-        NodeEtcd { child, _dir: dir }
-    }
-}
-
-impl Drop for NodeEtcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 struct Call {
     ok: bool,
     elapsed: Duration,
@@ -178,34 +110,34 @@ struct Call {
 }
 
 /// Run one plugin invocation in `node`'s namespace; timing covers spawn to exit, as a runtime sees it.
-fn call(node: &File, bin: &Path, command: &str, cid: &str, pod: Option<&Path>, conf: &[u8], cni_path: &str) -> Call {
-    let fd = node.as_raw_fd();
-    let mut cmd = Command::new(bin);
-    cmd.env_clear()
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", cid)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", cni_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if let Some(p) = pod {
-        cmd.env("CNI_NETNS", p);
-    }
-    enter_on_exec(&mut cmd, fd);
+fn call(node: &Path, bin: &Path, command: &str, cid: &str, pod: Option<&Path>, conf: &[u8], cni_path: &str) -> Call {
+    let env = [("CNI_CONTAINERID", cid), ("CNI_IFNAME", "eth0")];
+    let invocation = Invocation {
+        plugin: bin,
+        command,
+        node_netns: node,
+        pod_netns: pod,
+        env: &env,
+        cni_path,
+        stdin: conf,
+        mount_ns: None,
+    };
     let started = Instant::now();
     #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also reports peak RSS
-    let mut child = cmd.spawn().expect("spawn plugin");
-    child.stdin.take().unwrap().write_all(conf).ok();
+    let mut child = invocation.spawn().unwrap_or_else(|e| die(&format!("running {}: {e}", bin.display())));
     let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // wait4 rather than Child::wait: it also returns the child's peak RSS.
     let pid = child.id() as libc::pid_t;
+    // SAFETY: our own unreaped child.
     unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
     let elapsed = started.elapsed();
     let mut stdout = String::new();
     use std::io::Read;
-    child.stdout.take().unwrap().read_to_string(&mut stdout).ok();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_string(&mut stdout).ok();
+    }
     Call { ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, elapsed, max_rss_kib: ru.ru_maxrss, stdout }
 }
 
@@ -241,15 +173,9 @@ struct RoundResult {
 }
 
 fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
-    let node = Netns::new(format!("pnb-{tag}-node-{round}"));
-    node.exec(&["ip", "link", "set", "lo", "up"]);
-    node.exec(&["ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0p"]);
-    node.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", "up0"]);
-    node.exec(&["ip", "link", "set", "up0", "up"]);
-    node.exec(&["ip", "link", "set", "up0p", "up"]);
-    node.exec(&["ip", "route", "add", "default", "via", "198.18.0.2"]);
-    let node_fd = File::open(node.path()).expect("node netns");
-    let _etcd = s.etcd.then(|| NodeEtcd::start(&node));
+    let node = node(format!("pnb-{tag}-node-{round}"));
+    let node_fd = node.path();
+    let _etcd = s.etcd.then(|| Etcd::start(&node).unwrap_or_else(|e| die(&e.to_string())));
     let mut conf = s.conf.clone();
     let mut ipam_dir = s.ipam_dir.clone();
     if s.etcd {
@@ -260,7 +186,7 @@ fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
     let s = &Suite { conf, ipam_dir, ..s.clone() };
     let conf = serde_json::to_vec(&s.conf).unwrap();
     let cni_path = format!("{}:{}", a.podnet_dir.display(), a.reference_dir.display());
-    let pods: Vec<Netns> = (0..a.pods.max(a.workers)).map(|i| Netns::new(format!("pnb-{tag}-{round}-{i}"))).collect();
+    let pods: Vec<Netns> = (0..a.pods.max(a.workers)).map(|i| netns(format!("pnb-{tag}-{round}-{i}"))).collect();
     let mut r = RoundResult::default();
 
     // VERSION: a plugin's fixed cost (exec, start-up, exit), the floor under every other verb.
@@ -302,7 +228,7 @@ fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
 
     // IPAM alone: podnet-ipam allocating for 200 handles in a row, as other plugins would exec it.
     if s.bin.file_name().is_some_and(|n| n == "podnet") {
-        let ipam_bin = a.podnet_dir.join("podnet-ipam");
+        let ipam_bin = s.bin.with_file_name("podnet-ipam");
         let mut ipam_conf = s.conf.clone();
         ipam_conf["name"] = json!(format!("{}-ipam", s.conf["name"].as_str().unwrap_or("bench")));
         let ipam_conf = serde_json::to_vec(&ipam_conf).unwrap();
@@ -347,8 +273,8 @@ fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
     r.failures += fails.load(std::sync::atomic::Ordering::SeqCst);
 
     // Leak check: veths left in the node, address records left in the IPAM store.
-    let links = node.exec(&["ip", "-o", "link", "show", "type", "veth"]);
-    r.leaked_veths = links.lines().filter(|l| !l.contains("up0")).count();
+    let links = link::with_netlink(&node, |nl| nl.links()).unwrap_or_default();
+    r.leaked_veths = links.iter().filter(|l| l.kind.as_deref() == Some("veth") && !l.name.starts_with("up0")).count();
     r.leaked_addrs = std::fs::read_dir(&s.ipam_dir)
         .map(|rd| {
             rd.flatten()
@@ -384,7 +310,7 @@ fn main() {
             "ipam": {"type": "podnet-ipam", "node": "bench", "pools": [{"name": "bench", "cidr": "10.98.0.0/16", "blockSize": 24}]}
         })
     };
-    let suites = vec![
+    let mut suites = vec![
         Suite {
             label: "podnet (bridge)",
             bin: a.podnet_dir.join("podnet"),
@@ -422,6 +348,22 @@ fn main() {
             etcd: true,
         },
     ];
+    if let Some(before) = &a.baseline_dir {
+        for dataplane in ["bridge", "routed"] {
+            let net = format!("bench-{dataplane}-before");
+            suites.push(Suite {
+                label: if dataplane == "bridge" {
+                    "podnet (bridge), baseline binaries"
+                } else {
+                    "podnet (routed), baseline binaries"
+                },
+                bin: before.join("podnet"),
+                conf: podnet_conf(dataplane, &net),
+                ipam_dir: d.join(format!("podnet/{net}/ipam/addrs")),
+                etcd: false,
+            });
+        }
+    }
     for s in &suites {
         if !s.bin.is_file() {
             die(&format!(
@@ -501,7 +443,11 @@ fn main() {
     }
     println!("\n| store | ADD p50 | podnet-ipam allocations/s | etcd requests per ADD | ADDs that leased a block |");
     println!("|---|---|---|---|---|");
-    for (s, rs) in suites.iter().zip(&per_suite).filter(|(s, _)| s.label.starts_with("podnet (bridge")) {
+    for (s, rs) in suites
+        .iter()
+        .zip(&per_suite)
+        .filter(|(s, _)| s.label.starts_with("podnet (bridge") && !s.label.contains("baseline"))
+    {
         let m = |f: fn(&RoundResult) -> f64| median(rs.iter().map(f).collect());
         let (req, leased) = if s.etcd {
             (format!("{:.3} ({requests} in {adds})", requests as f64 / adds.max(1) as f64), leasing.to_string())

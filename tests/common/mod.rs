@@ -1,14 +1,14 @@
 //! Test harness: namespaces the test owns (removed on drop, also when the test fails), a "node"
 //! namespace the plugin runs in, and a small runtime that runs plugins and conflists as libcni does.
-#![allow(dead_code)]
+//! The namespace, process, etcd and plugin-call parts are the shared `podnet-lab` crate.
+#![allow(dead_code, unused_imports)]
 
+pub use podnet_lab::cni::finish;
+pub use podnet_lab::process::Process as KillOnDrop;
+pub use podnet_lab::{die_with_parent, in_netns, Etcd, Netns, Outcome};
 use serde_json::{json, Value};
-use std::fs::File;
-use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub const PODNET: &str = env!("CARGO_BIN_EXE_podnet");
@@ -22,91 +22,64 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// Make `cmd`'s child enter the network namespace `fd` before it execs (the fd must stay open
 /// until the child is spawned).
 pub fn enter_on_exec(cmd: &mut Command, fd: std::os::fd::RawFd) {
-    // SAFETY: setns is async-signal-safe, as pre_exec requires.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+    podnet_lab::enter_netns_on_exec(cmd, fd);
 }
 
-fn sh(cmd: &str, args: &[&str]) -> std::process::Output {
-    Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("running {cmd}: {e}"))
+/// Test namespaces: `pnt<pid>-<n>-<tag>`, unique per test process, panicking on failure, with
+/// conveniences for running tools inside.
+pub trait NetnsExt {
+    fn new(tag: &str) -> Self;
+    /// Run a command inside; returns (success, stdout+stderr).
+    fn try_exec(&self, args: &[&str]) -> (bool, String);
+    fn exec(&self, args: &[&str]) -> String;
+    /// Ping with a few tries (the first packet may wait on ARP).
+    fn ping(&self, ip: &str) -> bool;
 }
 
-/// A network namespace created by this test, deleted on drop.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(tag: &str) -> Netns {
+impl NetnsExt for Netns {
+    fn new(tag: &str) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("pnt{}-{n}-{tag}", std::process::id());
-        let out = sh("ip", &["netns", "add", &name]);
-        assert!(out.status.success(), "ip netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
-        let ns = Netns { name };
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
+        Netns::create(&name).unwrap_or_else(|e| panic!("creating namespace {name}: {e}"))
     }
-    pub fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.name))
+    fn try_exec(&self, args: &[&str]) -> (bool, String) {
+        let (program, rest) = args.split_first().expect("a program");
+        match self.command(program).args(rest).output() {
+            Ok(out) => (
+                out.status.success(),
+                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            ),
+            Err(e) => (false, format!("running {program}: {e}")),
+        }
     }
-    /// Run a command inside; returns (success, stdout+stderr).
-    pub fn try_exec(&self, args: &[&str]) -> (bool, String) {
-        let mut full = vec!["netns", "exec", &self.name];
-        full.extend_from_slice(args);
-        let out = sh("ip", &full);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
-    }
-    pub fn exec(&self, args: &[&str]) -> String {
+    fn exec(&self, args: &[&str]) -> String {
         let (ok, text) = self.try_exec(args);
         assert!(ok, "in {}: {args:?}: {text}", self.name);
         text
     }
-    /// Ping with a few tries (the first packet may wait on ARP).
-    pub fn ping(&self, ip: &str) -> bool {
+    fn ping(&self, ip: &str) -> bool {
         (0..3).any(|_| self.try_exec(&["ping", "-c", "1", "-W", "2", ip]).0)
     }
-    pub fn links(&self) -> Vec<String> {
-        self.exec(&["ip", "-o", "link", "show"])
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_string())
-            .collect()
-    }
-    /// IPv4 addresses of `dev` in this namespace, without prefix.
-    pub fn addrs4(&self, dev: &str) -> Vec<String> {
-        let (ok, text) = self.try_exec(&["ip", "-4", "-o", "addr", "show", "dev", dev]);
-        if !ok {
-            return Vec::new();
-        }
-        text.lines()
-            .filter_map(|l| l.split_whitespace().nth(3))
-            .map(|a| a.split('/').next().unwrap().to_string())
-            .collect()
-    }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = sh("ip", &["netns", "del", &self.name]);
-    }
+/// The test harness's etcd calls: panicking, and named for the namespace they run in.
+pub trait EtcdExt: Sized {
+    fn start_in(ns: &Netns) -> Self;
+    fn start_tls_in(ns: &Netns, pki: &TestPki) -> Self;
+    fn restart_in(&mut self, ns: &Netns);
 }
 
-/// What a plugin call printed.
-#[derive(Debug)]
-pub struct Outcome {
-    pub ok: bool,
-    /// Ended by a signal (a crash test's kill), whatever it printed.
-    pub killed: bool,
-    pub json: Value,
-    pub raw: String,
+impl EtcdExt for Etcd {
+    fn start_in(ns: &Netns) -> Etcd {
+        Etcd::start(ns).unwrap_or_else(|e| panic!("{e}"))
+    }
+    fn start_tls_in(ns: &Netns, pki: &TestPki) -> Etcd {
+        Etcd::start_tls(ns, pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+    fn restart_in(&mut self, ns: &Netns) {
+        self.restart(ns).unwrap_or_else(|e| panic!("{e}"))
+    }
 }
 
 /// Write the podnet plugin object `plugin` as a one-plugin conflist at `path` (as podnetctl and
@@ -131,25 +104,6 @@ pub fn podnetctl(node: &Node, list: &Path, args: &[&str]) -> (i32, String) {
     )
 }
 
-/// Wait for a plugin call started by [`Node::spawn_raw`].
-pub fn finish(child: std::process::Child) -> Outcome {
-    let out = child.wait_with_output().expect("plugin output");
-    let raw = String::from_utf8_lossy(&out.stdout).to_string();
-    let json = serde_json::from_str(raw.trim()).unwrap_or(Value::Null);
-    let killed = std::os::unix::process::ExitStatusExt::signal(&out.status).is_some();
-    Outcome { ok: out.status.success(), killed, json, raw: format!("{raw}{}", String::from_utf8_lossy(&out.stderr)) }
-}
-
-impl Outcome {
-    pub fn code(&self) -> u64 {
-        self.json["code"].as_u64().unwrap_or(0)
-    }
-    pub fn must(self) -> Value {
-        assert!(self.ok, "plugin failed: {}", self.raw);
-        self.json
-    }
-}
-
 /// A simulated node: its own network namespace with an uplink address, and a temp state dir.
 pub struct Node {
     pub ns: Netns,
@@ -166,11 +120,13 @@ impl Node {
         let ns = Netns::new("node");
         // A veth pair with both ends in the node stands in for the uplink: an address to reach and a
         // default route, as on a real node (nothing leaves the namespace).
-        ns.exec(&["ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0p"]);
-        ns.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", "up0"]);
-        ns.exec(&["ip", "link", "set", "up0", "up"]);
-        ns.exec(&["ip", "link", "set", "up0p", "up"]);
-        ns.exec(&["ip", "route", "add", "default", "via", "198.18.0.2"]);
+        let setup = || -> std::io::Result<()> {
+            podnet_lab::link::veth(&ns, "up0", None, &ns, "up0p", 1500)?;
+            podnet_lab::link::set_up(&ns, "up0")?;
+            podnet_lab::link::add_address(&ns, "up0", "198.18.0.1/24".parse().unwrap())?;
+            podnet_lab::link::add_route(&ns, "0.0.0.0/0".parse().unwrap(), Some("198.18.0.2".parse().unwrap()), "up0")
+        };
+        setup().unwrap_or_else(|e| panic!("setting up the node's uplink: {e}"));
         Node {
             ns,
             dir: tempfile::tempdir().expect("tempdir"),
@@ -246,41 +202,18 @@ impl Node {
         netns: Option<&Path>,
         stdin: &[u8],
     ) -> std::process::Child {
-        let node_ns = File::open(self.ns.path()).expect("node netns");
-        let fd = node_ns.as_raw_fd();
-        let mut cmd = Command::new(bin);
-        cmd.env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("CNI_COMMAND", command)
-            .env("CNI_PATH", format!("{}:{REFERENCE_PLUGINS}", Path::new(PODNET).parent().unwrap().display()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(ns) = netns {
-            cmd.env("CNI_NETNS", ns);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        enter_on_exec(&mut cmd, fd);
-        let mounts = self.mounts.lock().unwrap().as_ref().map(|p| File::open(p).expect("mount namespace"));
-        if let Some(m) = &mounts {
-            let mfd = m.as_raw_fd();
-            // SAFETY: setns is async-signal-safe, as pre_exec requires.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setns(mfd, libc::CLONE_NEWNS) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
-        }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {bin}: {e}"));
-        drop(mounts);
-        child.stdin.take().unwrap().write_all(stdin).ok();
-        child
+        let cni_path = format!("{}:{REFERENCE_PLUGINS}", Path::new(PODNET).parent().unwrap().display());
+        let call = podnet_lab::Invocation {
+            plugin: Path::new(bin),
+            command,
+            node_netns: &self.ns.path(),
+            pod_netns: netns,
+            env,
+            cni_path: &cni_path,
+            stdin,
+            mount_ns: self.mounts.lock().unwrap().clone(),
+        };
+        call.spawn().unwrap_or_else(|e| panic!("spawning {bin}: {e}"))
     }
 
     pub fn add(&self, cid: &str, pod: &Netns, conf: &Value) -> Outcome {
@@ -447,38 +380,7 @@ pub fn result_ip(result: &Value) -> String {
 
 /// Run a program (e.g. podnetctl) inside the node's network namespace.
 pub fn run_in_node(node: &Node, bin: &str, args: &[&str]) -> std::process::Output {
-    let ns = File::open(node.ns.path()).expect("node netns");
-    let fd = ns.as_raw_fd();
-    let mut cmd = Command::new(bin);
-    cmd.args(args);
-    enter_on_exec(&mut cmd, fd);
-    let out = cmd.output().expect("running in the node");
-    drop(ns);
-    out
-}
-
-/// Run `f` on a thread inside `ns` (for work that must see the node's loopback, e.g. etcd).
-pub fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
-    let file = File::open(ns.path()).expect("netns");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: setns on this dedicated thread only.
-            assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
-            f()
-        })
-        .join()
-        .unwrap()
-    })
-}
-
-/// A real etcd (Debian's etcd-server) on the loopback of a node namespace the test owns, with a
-/// temp data dir, stopped by its PID.
-pub struct Etcd {
-    child: Option<std::process::Child>,
-    dir: tempfile::TempDir,
-    netns: PathBuf,
-    /// Serve TLS with client-certificate auth (server cert, key, CA), see [`TestPki`].
-    tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    node.ns.command(bin).args(args).output().expect("running in the node")
 }
 
 /// A throwaway CA with a server certificate for 127.0.0.1 and a client certificate (openssl CLI).
@@ -549,104 +451,6 @@ impl TestPki {
     }
 }
 
-const ETCD_CLIENT_PORT: u16 = 2379;
-
-impl Etcd {
-    pub fn start_in(ns: &Netns) -> Etcd {
-        let mut e = Etcd { child: None, dir: tempfile::tempdir().unwrap(), netns: ns.path(), tls: None };
-        e.restart_in(ns);
-        e
-    }
-    /// etcd serving TLS and requiring client certificates signed by the test CA.
-    pub fn start_tls_in(ns: &Netns, pki: &TestPki) -> Etcd {
-        let tls = Some((pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem")));
-        let mut e = Etcd { child: None, dir: tempfile::tempdir().unwrap(), netns: ns.path(), tls };
-        e.restart_in(ns);
-        e
-    }
-    pub fn url(&self) -> String {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{ETCD_CLIENT_PORT}")
-    }
-    /// Start (again, on the same data).
-    pub fn restart_in(&mut self, ns: &Netns) {
-        assert!(self.child.is_none() && ns.path() == self.netns);
-        let (c, p) = (self.url(), "http://127.0.0.1:2380".to_string());
-        let file = File::open(&self.netns).expect("netns");
-        let fd = file.as_raw_fd();
-        let mut cmd = Command::new("etcd");
-        cmd.args(["--name", "podnet-test", "--data-dir"])
-            .arg(self.dir.path().join("data"))
-            .args(["--listen-client-urls", &c, "--advertise-client-urls", &c, "--listen-peer-urls", &p])
-            .args(["--initial-advertise-peer-urls", &p, "--initial-cluster", &format!("podnet-test={p}")])
-            .stdout(Stdio::null())
-            .stderr(File::create(self.dir.path().join("etcd.log")).unwrap());
-        if let Some((cert, key, ca)) = &self.tls {
-            cmd.arg("--cert-file")
-                .arg(cert)
-                .arg("--key-file")
-                .arg(key)
-                .arg("--trusted-ca-file")
-                .arg(ca)
-                .arg("--client-cert-auth");
-        }
-        enter_on_exec(&mut cmd, fd);
-        self.child = Some(cmd.spawn().expect("etcd is not installed (scripts/deps installs etcd-server)"));
-        // Ready once the client port accepts connections (requests retry within timeoutMs anyway).
-        let ready = in_netns(ns, || {
-            (0..400).any(|_| {
-                let up = std::net::TcpStream::connect(("127.0.0.1", ETCD_CLIENT_PORT)).is_ok();
-                if !up {
-                    std::thread::sleep(std::time::Duration::from_millis(25));
-                }
-                up
-            })
-        });
-        assert!(
-            ready,
-            "etcd did not start: {}",
-            std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Have `cmd`'s child killed if the test process dies first (a helper must never outlive its test).
-pub fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl is async-signal-safe, as pre_exec requires.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-}
-
-/// A child process killed (by its PID) when this drops, also when a test fails.
-pub struct KillOnDrop(pub std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A mount namespace of the test's own (a `sleep` started by `unshare`, killed by PID on drop),
 /// receiving the host's mounts but never sending any back: mounts made in it (a tiny or read-only
 /// tmpfs over a state dir) vanish with it.
@@ -681,7 +485,7 @@ impl MountNs {
         let pid = self.child.id().to_string();
         let mut full = vec!["-t", &pid, "-m", "--"];
         full.extend_from_slice(args);
-        let out = sh("nsenter", &full);
+        let out = Command::new("nsenter").args(&full).output().expect("nsenter (util-linux)");
         assert!(out.status.success(), "nsenter {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }

@@ -330,3 +330,72 @@ fn a_node_that_lost_its_store_keeps_claiming_in_a_block_that_lends() {
 fn list_dir_names(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect()
 }
+
+/// A journal that notes every change and adds a file of its own to the change's batch.
+struct Recording {
+    seen: std::sync::Mutex<Vec<String>>,
+    dir: std::path::PathBuf,
+}
+
+impl journal::Journal for Recording {
+    fn wants_records(&self) -> bool {
+        true
+    }
+    fn record(&self, change: &journal::Change<'_>, batch: &mut podnet_fsio::Batch) -> Result<(), IpamError> {
+        let line = match change {
+            journal::Change::Allocated(a) => format!("allocated {} {}", a.address.addr(), a.handle.key()),
+            journal::Change::Released { ip, handle, record, cause } => {
+                format!("released {ip} {} {cause:?} record={}", handle.key(), record.is_some())
+            }
+        };
+        let mut seen = self.seen.lock().unwrap();
+        batch.put(&self.dir, &format!("event-{}", seen.len()), line.clone().into_bytes());
+        seen.push(line);
+        Ok(())
+    }
+}
+
+#[test]
+fn every_allocation_and_release_passes_through_the_journal_in_the_same_write() {
+    let d = tempfile::tempdir().unwrap();
+    let events = d.path().join("events");
+    std::fs::create_dir(&events).unwrap();
+    let rec = std::sync::Arc::new(Recording { seen: Default::default(), dir: events.clone() });
+    let cfg = IpamConfig::parse(
+        &json!({"node": "n1", "pools": [{"name": "p", "cidr": "10.1.0.0/24", "blockSize": 26}]}),
+        Some(d.path()),
+    )
+    .unwrap();
+    let ipam = Ipam::local(cfg, "net", Reservation::None).with_journal(rec.clone());
+    for c in ["a", "b", "c", "d"] {
+        ipam.allocate(&Handle::new(c, "eth0"), &pod("x")).unwrap();
+    }
+    // A repeated ADD changes nothing: no event.
+    ipam.allocate(&Handle::new("a", "eth0"), &pod("x")).unwrap();
+    ipam.release(&Handle::new("a", "eth0")).unwrap();
+    ipam.gc(&[Handle::new("c", "eth0"), Handle::new("d", "eth0")].into_iter().collect()).unwrap();
+    let ip_c: IpAddr = "10.1.0.2".parse().unwrap();
+    assert!(ipam.release_address(ip_c, true, &|_| true).unwrap().is_ok());
+    // Rebuild frees a corrupt record whose endpoint is gone.
+    let addrs = d.path().join("net/ipam/addrs");
+    let d_file = list_dir_names(&addrs).into_iter().find(|n| n.ends_with("_d:eth0")).unwrap();
+    std::fs::write(addrs.join(&d_file), [0u8; 16]).unwrap();
+    rebuild::rebuild(&ipam, &|_| Ok(false), &|_, _| None, true).unwrap();
+    let seen = rec.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            "allocated 10.1.0.0 a:eth0",
+            "allocated 10.1.0.1 b:eth0",
+            "allocated 10.1.0.2 c:eth0",
+            "allocated 10.1.0.3 d:eth0",
+            "released 10.1.0.0 a:eth0 Del record=true",
+            "released 10.1.0.1 b:eth0 Gc record=true",
+            "released 10.1.0.2 c:eth0 Admin record=true",
+            "released 10.1.0.3 d:eth0 Rebuild record=false",
+        ]
+    );
+    // What the journal added to each batch was written with it.
+    assert_eq!(list_dir_names(&events).len(), seen.len());
+    assert!(ipam.allocations().unwrap().is_empty());
+}

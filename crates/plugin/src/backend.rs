@@ -41,7 +41,7 @@ impl ExecIpam {
 }
 
 pub enum IpamBackend {
-    InProcess(Ipam),
+    InProcess(Box<Ipam>),
     Exec(ExecIpam),
 }
 
@@ -49,7 +49,7 @@ impl IpamBackend {
     pub fn open(cfg: &PluginConfig, conf: &NetConf, cni_path: &[PathBuf]) -> Result<IpamBackend, CniError> {
         if cfg.ipam_in_process {
             let ipam_cfg = IpamConfig::parse(&cfg.ipam, Some(&cfg.data_dir))?;
-            return Ok(IpamBackend::InProcess(open_ipam(ipam_cfg, &conf.name, cfg.dataplane())));
+            return Ok(IpamBackend::InProcess(Box::new(open_ipam(ipam_cfg, &conf.name, cfg.dataplane()))));
         }
         let plugin = delegate::find_plugin(cfg.ipam_type(), cni_path)?;
         Ok(IpamBackend::Exec(ExecIpam { plugin, stdin: serde_json::to_vec(&conf.raw).expect("config serializes") }))

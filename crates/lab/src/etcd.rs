@@ -1,0 +1,103 @@
+//! A real etcd (Debian's etcd-server) on the loopback of a namespace, with a temp data dir,
+//! stopped by its PID.
+
+use crate::process::Stdio;
+use crate::{in_netns, Netns, Process};
+use std::fs::File;
+use std::path::PathBuf;
+
+const CLIENT_PORT: u16 = 2379;
+
+pub struct Etcd {
+    child: Option<Process>,
+    pub dir: tempfile::TempDir,
+    netns: PathBuf,
+    /// Serve TLS with client-certificate auth: (server cert, key, CA).
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
+}
+
+impl Etcd {
+    /// Start etcd in `ns`; an error when it is not installed or does not come up.
+    pub fn start(ns: &Netns) -> std::io::Result<Etcd> {
+        Self::start_with(ns, None)
+    }
+
+    /// etcd serving TLS and requiring client certificates signed by `ca`.
+    pub fn start_tls(ns: &Netns, cert: PathBuf, key: PathBuf, ca: PathBuf) -> std::io::Result<Etcd> {
+        Self::start_with(ns, Some((cert, key, ca)))
+    }
+
+    fn start_with(ns: &Netns, tls: Option<(PathBuf, PathBuf, PathBuf)>) -> std::io::Result<Etcd> {
+        let mut e = Etcd { child: None, dir: tempfile::tempdir()?, netns: ns.path(), tls };
+        e.restart(ns)?;
+        Ok(e)
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{CLIENT_PORT}")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Process::id)
+    }
+
+    /// Start (again, on the same data).
+    pub fn restart(&mut self, ns: &Netns) -> std::io::Result<()> {
+        assert!(self.child.is_none() && ns.path() == self.netns, "etcd is running, or this is another namespace");
+        let (c, p) = (self.url(), "http://127.0.0.1:2380".to_string());
+        let mut cmd = ns.command("etcd");
+        cmd.args(["--name", "podnet-lab", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &c, "--advertise-client-urls", &c, "--listen-peer-urls", &p])
+            .args(["--initial-advertise-peer-urls", &p, "--initial-cluster", &format!("podnet-lab={p}")])
+            .stdout(Stdio::null())
+            .stderr(File::create(self.dir.path().join("etcd.log"))?);
+        if let Some((cert, key, ca)) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(cert)
+                .arg("--key-file")
+                .arg(key)
+                .arg("--trusted-ca-file")
+                .arg(ca)
+                .arg("--client-cert-auth");
+        }
+        crate::die_with_parent(&mut cmd);
+        let child = cmd.spawn().map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("starting etcd: {e} (is etcd-server installed? scripts/deps installs it)"),
+            )
+        })?;
+        self.child = Some(Process(child));
+        // Ready once the client port accepts connections (requests retry within timeoutMs anyway).
+        let ready = in_netns(ns, || {
+            (0..400).any(|_| {
+                let up = std::net::TcpStream::connect(("127.0.0.1", CLIENT_PORT)).is_ok();
+                if !up {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                up
+            })
+        });
+        if !ready {
+            let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
+            self.stop();
+            return Err(std::io::Error::other(format!("etcd did not start: {log}")));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Ok(())
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill();
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

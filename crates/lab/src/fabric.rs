@@ -1,0 +1,90 @@
+//! A fabric: the network between nodes (a cloud VNet, a datacenter's L2 segments). One namespace
+//! holds a bridge per subnet and routes between them, as the VNet's router would; each node's
+//! uplink is a veth whose other end is a port of its subnet's bridge.
+
+use crate::link;
+use crate::Netns;
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// One L2 segment of the fabric.
+#[derive(Debug, Clone)]
+pub struct Subnet {
+    pub cidr: IpNet,
+    /// The bridge in the fabric namespace.
+    pub bridge: String,
+    /// The fabric's own address on the segment: every host's default gateway.
+    pub gateway: IpAddr,
+}
+
+pub struct Fabric {
+    pub ns: Netns,
+    pub subnets: Vec<Subnet>,
+    ports: usize,
+}
+
+/// A host's link onto the fabric.
+#[derive(Debug, Clone)]
+pub struct Uplink {
+    pub dev: String,
+    pub address: IpNet,
+    pub gateway: IpAddr,
+}
+
+impl Uplink {
+    pub fn ip(&self) -> IpAddr {
+        self.address.addr()
+    }
+}
+
+impl Fabric {
+    /// A fabric in a new namespace `ns_name` with these subnets; the fabric takes each subnet's
+    /// first address and forwards between them.
+    pub fn create(ns_name: &str, subnets: &[IpNet]) -> std::io::Result<Fabric> {
+        let ns = Netns::create(ns_name)?;
+        link::enable_forwarding(&ns)?;
+        let mut out = Vec::new();
+        for (i, cidr) in subnets.iter().enumerate() {
+            let bridge = format!("seg{i}");
+            link::bridge(&ns, &bridge)?;
+            let gateway = nth(*cidr, 1)?;
+            link::add_address(&ns, &bridge, IpNet::new(gateway, cidr.prefix_len()).expect("prefix fits"))?;
+            out.push(Subnet { cidr: *cidr, bridge, gateway });
+        }
+        Ok(Fabric { ns, subnets: out, ports: 0 })
+    }
+
+    /// Put `host` on subnet `subnet` at its `index`th address (2 and up: 1 is the gateway), with
+    /// an uplink named `dev` and a default route through the fabric.
+    pub fn attach(&mut self, host: &Netns, dev: &str, subnet: usize, index: u128) -> std::io::Result<Uplink> {
+        let s = self.subnets.get(subnet).cloned().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("the fabric has no subnet {subnet}"))
+        })?;
+        let ip = nth(s.cidr, index)?;
+        let port = format!("port{}", self.ports);
+        self.ports += 1;
+        link::veth(&self.ns, &port, Some(&s.bridge), host, dev, 1500)?;
+        let address = IpNet::new(ip, s.cidr.prefix_len()).expect("prefix fits");
+        link::add_address(host, dev, address)?;
+        let default: IpNet =
+            if ip.is_ipv4() { "0.0.0.0/0".parse().expect("literal") } else { "::/0".parse().expect("literal") };
+        link::add_route(host, default, Some(s.gateway), dev)?;
+        Ok(Uplink { dev: dev.to_string(), address, gateway: s.gateway })
+    }
+}
+
+/// The `n`th address of `net`.
+pub fn nth(net: IpNet, n: u128) -> std::io::Result<IpAddr> {
+    let base = match net.network() {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    };
+    let ip = match net {
+        IpNet::V4(_) => IpAddr::V4(std::net::Ipv4Addr::from((base + n) as u32)),
+        IpNet::V6(_) => IpAddr::V6(std::net::Ipv6Addr::from(base + n)),
+    };
+    if !net.contains(&ip) || ip == net.broadcast() && net.addr().is_ipv4() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{net} has no host number {n}")));
+    }
+    Ok(ip)
+}
