@@ -23,6 +23,8 @@ struct Args {
     json_out: Option<PathBuf>,
     /// Keep the state and log directory for inspection.
     keep: bool,
+    /// Run only the suites whose label starts with one of these (`|`-separated).
+    only: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -37,6 +39,7 @@ fn parse_args() -> Args {
         baseline_dir: None,
         json_out: None,
         keep: false,
+        only: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -51,13 +54,14 @@ fn parse_args() -> Args {
             "--reference-dir" => a.reference_dir = val().into(),
             "--baseline-dir" => a.baseline_dir = Some(val().into()),
             "--json" => a.json_out = Some(val().into()),
+            "--only" => a.only = Some(val()),
             "--keep" => {
                 a.keep = true;
                 i += 1;
                 continue;
             }
             "-h" | "--help" => {
-                println!("podnet-bench [--pods 200] [--churn 400] [--workers 8] [--rounds 3] [--podnet-dir DIR] [--reference-dir /usr/lib/cni] [--baseline-dir DIR] [--json FILE] [--keep]");
+                println!("podnet-bench [--pods 200] [--churn 400] [--workers 8] [--rounds 3] [--podnet-dir DIR] [--reference-dir /usr/lib/cni] [--baseline-dir DIR] [--only LABEL-PREFIX] [--json FILE] [--keep]");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other}")),
@@ -306,7 +310,7 @@ fn main() {
     let podnet_conf = |dataplane: &str, net: &str| {
         json!({
             "cniVersion": "1.0.0", "name": net, "type": "podnet", "dataplane": dataplane,
-            "dataDir": d.join("podnet"), "logFile": d.join(format!("{net}.log")), "mtu": 1500,
+            "dataDir": d.join("podnet"), "logFile": d.join(format!("{net}.log")),
             "ipam": {"type": "podnet-ipam", "node": "bench", "pools": [{"name": "bench", "cidr": "10.98.0.0/16", "blockSize": 24}]}
         })
     };
@@ -363,6 +367,9 @@ fn main() {
                 etcd: false,
             });
         }
+    }
+    if let Some(only) = &a.only {
+        suites.retain(|s| only.split('|').any(|prefix| s.label.starts_with(prefix)));
     }
     for s in &suites {
         if !s.bin.is_file() {
@@ -466,12 +473,18 @@ fn main() {
         ["podnet", "podnet-ipam", "podnetctl"].iter().map(|b| size(a.podnet_dir.join(b))).collect();
     let ref_sizes: Vec<String> = ["bridge", "host-local"].iter().map(|b| size(a.reference_dir.join(b))).collect();
     println!("\nBinary sizes: {}; reference: {}.", sizes.join(", "), ref_sizes.join(", "));
-    let ratio =
-        per_suite[2].iter().map(|r| r.add_p50).sum::<f64>() / per_suite[0].iter().map(|r| r.add_p50).sum::<f64>();
-    println!(
-        "\npodnet (bridge) ADD p50 is {:.1}x faster than the reference bridge + host-local (target: at least 4x).",
-        ratio
-    );
+    let rounds_of = |label: &str| suites.iter().position(|s| s.label == label).map(|i| &per_suite[i]);
+    if let (Some(ours), Some(reference)) = (rounds_of("podnet (bridge)"), rounds_of("reference bridge + host-local")) {
+        let m = |rs: &Vec<RoundResult>| median(rs.iter().map(|r| r.add_p50).collect());
+        let per_round: Vec<String> =
+            ours.iter().zip(reference).map(|(o, r)| format!("{:.2}", o.add_p50 / r.add_p50)).collect();
+        println!(
+            "\npodnet (bridge) ADD p50 is {:.2} of the reference bridge + host-local's ({:.1}x faster; target: at most 0.25); per round: {}.",
+            m(ours) / m(reference),
+            m(reference) / m(ours),
+            per_round.join(", ")
+        );
+    }
     if let Some(p) = &a.json_out {
         let v = json!({"machine": machine(), "date": date, "binarySizes": sizes, "referenceSizes": ref_sizes, "pods": a.pods, "churnCycles": a.churn_cycles, "workers": a.workers, "rounds": a.rounds, "results": json_rows});
         std::fs::write(p, serde_json::to_vec_pretty(&v).unwrap()).expect("writing --json");

@@ -145,11 +145,12 @@ pub fn bridge_mac(name: &str) -> [u8; 6] {
     [(d[0] & 0xfe) | 0x02, d[1], d[2], d[3], d[4], d[5]]
 }
 
-/// The node's uplink MTU: the link of the default route, else 1500.
+/// The node's uplink MTU: the link of the default route, else 1500. One route dump and one
+/// link lookup by index: a dump of every link would grow with the node's pods (a veth each).
 pub fn uplink_mtu(nl: &mut Netlink) -> Result<u32> {
     for v4 in [true, false] {
         if let Some(oif) = nl.routes(v4)?.into_iter().find(|r| r.dst.prefix_len() == 0).and_then(|r| r.oif) {
-            if let Some(l) = nl.links()?.into_iter().find(|l| l.index == oif) {
+            if let Some(l) = nl.link_by_index(oif)? {
                 return Ok(l.mtu);
             }
         }

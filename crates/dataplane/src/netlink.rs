@@ -161,6 +161,17 @@ impl Netlink {
         }
     }
 
+    /// One link by its index (a single reply, not a dump of every link).
+    pub fn link_by_index(&mut self, index: u32) -> NlResult<Option<Link>> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        match self.request(|| format!("looking up link {index}"), RouteNetlinkMessage::GetLink(msg), 0) {
+            Ok(r) => Ok(r.into_iter().find_map(link_of)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn links(&mut self) -> NlResult<Vec<Link>> {
         let r =
             self.request(|| "listing links".into(), RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)?;

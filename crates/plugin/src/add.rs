@@ -7,11 +7,15 @@
 use crate::backend::IpamBackend;
 use crate::config::PluginConfig;
 use crate::records::{endpoint_record, EndpointRecord, EndpointStore};
-use crate::{dataplane_error, pod_info};
+use crate::{dataplane_error, netns_error, pod_info};
 use podnet_cni::{CniError, Env, ErrorCode};
-use podnet_dataplane::{endpoint, DataplaneError, Endpoint, EndpointSpec, Mode, NetNs, Netlink, PodAddress};
+use podnet_dataplane::{
+    endpoint, host_veth_name, pod_mac, DataplaneError, Endpoint, EndpointSpec, Mode, NetNs, NetNsError, Netlink,
+    PodAddress,
+};
 use podnet_ipam::Handle;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -77,6 +81,8 @@ impl Rollback {
 
 /// Why the kernel side stopped.
 enum KernelFailure {
+    /// CNI_NETNS is not a pod's network namespace.
+    Netns(NetNsError),
     Dataplane(DataplaneError),
     /// The IPAM side failed first; its error is the one reported.
     IpamFailed,
@@ -89,33 +95,42 @@ struct KernelSide {
     result: Result<(Endpoint, u64, u64), KernelFailure>,
 }
 
-/// What the IPAM side did: the endpoint record (with the addresses), or why it failed.
+/// Why the IPAM side stopped.
+enum IpamStop {
+    Failed(CniError),
+    /// The kernel side failed before the addresses were needed: nothing was written.
+    Aborted,
+}
+
+/// What the IPAM side did: the endpoint record (with the addresses), or why it stopped.
 struct IpamSide {
     record: Option<EndpointRecord>,
-    result: Result<(), CniError>,
+    result: Result<(), IpamStop>,
 }
 
 pub(crate) struct AddPipeline<'a> {
     pub cfg: &'a PluginConfig,
     pub env: &'a Env,
-    pub netns: &'a NetNs,
+    /// CNI_NETNS, opened (and refused if it is no pod's namespace) on the kernel side.
+    pub netns_path: &'a Path,
     pub handle: Handle,
-    pub spec: EndpointSpec,
     pub started: Instant,
 }
 
 impl AddPipeline<'_> {
     pub fn run(self, backend: &IpamBackend, store: &EndpointStore) -> Result<(EndpointRecord, Endpoint), CniError> {
         let (picked_tx, picked_rx) = mpsc::channel::<Vec<PodAddress>>();
+        let (mtu_tx, mtu_rx) = mpsc::channel::<u32>();
         let mut rollback = Rollback::default();
+        let host_veth = host_veth_name(&self.handle.container_id, &self.handle.ifname);
         let (kernel, ipam) = std::thread::scope(|s| {
-            let kernel = s.spawn(|| self.kernel_side(picked_rx));
-            let ipam = self.ipam_side(backend, store, picked_tx, &mut rollback);
+            let kernel = s.spawn(|| self.kernel_side(mtu_tx, picked_rx));
+            let ipam = self.ipam_side(backend, store, mtu_rx, picked_tx, &mut rollback);
             let kernel = kernel.join().unwrap_or(KernelSide { created: false, result: Err(KernelFailure::Panicked) });
             (kernel, ipam)
         });
         if kernel.created {
-            rollback.push(Undo::Veth(self.spec.host_veth.clone()));
+            rollback.push(Undo::Veth(host_veth));
         }
         let h = &self.handle;
         match (kernel.result, ipam.result) {
@@ -126,14 +141,16 @@ impl AddPipeline<'_> {
                     elapsed_us = self.started.elapsed().as_micros() as u64, "ADD");
                 Ok((record, ep))
             }
-            (_, Err(e)) => {
+            (_, Err(IpamStop::Failed(e))) => {
                 let mut nl = netlink()?;
                 rollback.run(&mut nl, backend, store);
                 Err(e)
             }
-            (Err(k), Ok(())) => {
+            (Ok(_), Err(IpamStop::Aborted)) => unreachable!("the IPAM side aborts only when the kernel side failed"),
+            (Err(k), Ok(()) | Err(IpamStop::Aborted)) => {
                 let mut nl = netlink()?;
                 let error = match k {
+                    KernelFailure::Netns(e) => netns_error(e),
                     KernelFailure::Dataplane(d) => {
                         // Links an earlier ADD of this attachment made: its addresses are that
                         // attachment's too, unless the in-process IPAM just allocated them.
@@ -153,16 +170,37 @@ impl AddPipeline<'_> {
         }
     }
 
-    /// Build the veth pair (no address needed), then configure the pod as soon as IPAM says
-    /// its addresses are recorded.
-    fn kernel_side(&self, picked: mpsc::Receiver<Vec<PodAddress>>) -> KernelSide {
+    /// Open the pod's namespace, learn the MTU, build the veth pair (no address needed), then
+    /// configure the pod as soon as IPAM says its addresses are recorded. The IPAM side runs
+    /// meanwhile; it needs the MTU only for the endpoint record, after it has picked.
+    fn kernel_side(&self, mtu_tx: mpsc::Sender<u32>, picked: mpsc::Receiver<Vec<PodAddress>>) -> KernelSide {
+        let failed = |f: KernelFailure| KernelSide { created: false, result: Err(f) };
+        let netns = match NetNs::open_pod(self.netns_path) {
+            Ok(ns) => ns,
+            Err(e) => return failed(KernelFailure::Netns(e)),
+        };
         let mut nl = match Netlink::open() {
             Ok(nl) => nl,
-            Err(e) => {
-                return KernelSide { created: false, result: Err(KernelFailure::Dataplane(DataplaneError::Socket(e))) }
-            }
+            Err(e) => return failed(KernelFailure::Dataplane(DataplaneError::Socket(e))),
         };
-        let links = match endpoint::create_links(&mut nl, self.netns, &self.spec) {
+        let mtu = match self.cfg.mtu {
+            Some(m) => m,
+            None => match endpoint::uplink_mtu(&mut nl) {
+                Ok(m) => m,
+                Err(e) => return failed(KernelFailure::Dataplane(e)),
+            },
+        };
+        let _ = mtu_tx.send(mtu);
+        let h = &self.handle;
+        let spec = EndpointSpec {
+            mode: self.cfg.mode.clone(),
+            host_veth: host_veth_name(&h.container_id, &h.ifname),
+            ifname: h.ifname.clone(),
+            mtu,
+            pod_mac: Some(pod_mac(&h.container_id, &h.ifname)),
+            addresses: Vec::new(),
+        };
+        let links = match endpoint::create_links(&mut nl, &netns, &spec) {
             Ok(links) => links,
             Err(e) => return KernelSide { created: false, result: Err(KernelFailure::Dataplane(e)) },
         };
@@ -171,7 +209,7 @@ impl AddPipeline<'_> {
         let Ok(addresses) = picked.recv() else {
             return KernelSide { created: true, result: Err(KernelFailure::IpamFailed) };
         };
-        let spec = EndpointSpec { addresses, ..self.spec.clone() };
+        let spec = EndpointSpec { addresses, ..spec };
         let result = endpoint::configure(&mut nl, &spec, links)
             .map(|ep| (ep, links_us, self.started.elapsed().as_micros() as u64))
             .map_err(KernelFailure::Dataplane);
@@ -185,23 +223,23 @@ impl AddPipeline<'_> {
         &self,
         backend: &IpamBackend,
         store: &EndpointStore,
+        mtu: mpsc::Receiver<u32>,
         picked: mpsc::Sender<Vec<PodAddress>>,
         rollback: &mut Rollback,
     ) -> IpamSide {
         let h = &self.handle;
-        let make_record = |addresses: &[PodAddress]| {
-            endpoint_record(
-                self.cfg,
-                h,
-                &self.netns.path().display().to_string(),
-                pod_info(self.env),
-                self.spec.mtu,
-                addresses,
-            )
+        let netns = self.netns_path.display().to_string();
+        let make_record = |mtu: u32, addresses: &[PodAddress]| {
+            endpoint_record(self.cfg, h, &netns, pod_info(self.env), mtu, addresses)
         };
         let mut side = IpamSide { record: None, result: Ok(()) };
         match backend {
             IpamBackend::Exec(exec) => {
+                // Another plugin is only exec'd once the pod's namespace checks out.
+                let Ok(mtu) = mtu.recv() else {
+                    side.result = Err(IpamStop::Aborted);
+                    return side;
+                };
                 let got = exec.add().and_then(|result| {
                     rollback.push(Undo::Release { handle: h.clone(), exec: true });
                     let list = result
@@ -225,27 +263,33 @@ impl AddPipeline<'_> {
                 let list = match got {
                     Ok(list) => list,
                     Err(e) => {
-                        side.result = Err(e);
+                        side.result = Err(IpamStop::Failed(e));
                         return side;
                     }
                 };
                 let _ = picked.send(list.clone());
-                let record = make_record(&list);
+                let record = make_record(mtu, &list);
                 rollback.push(Undo::Record(h.clone()));
-                side.result = store.write(&record).map_err(CniError::from);
+                side.result = store.write(&record).map_err(|e| IpamStop::Failed(e.into()));
                 side.record = Some(record);
             }
             IpamBackend::InProcess(ipam) => {
                 let mut pending = match ipam.reserve(h, &pod_info(self.env)) {
                     Ok(p) => p,
                     Err(e) => {
-                        side.result = Err(e.into());
+                        side.result = Err(IpamStop::Failed(e.into()));
                         return side;
                     }
                 };
+                // Picked under the lock; nothing is written until the kernel side has the pod's
+                // namespace and the MTU (a bad namespace drops `pending`: nothing to undo).
+                let Ok(mtu) = mtu.recv() else {
+                    side.result = Err(IpamStop::Aborted);
+                    return side;
+                };
                 let list: Vec<PodAddress> =
                     pending.allocations.iter().map(|a| PodAddress { address: a.address, gateway: a.gateway }).collect();
-                let record = make_record(&list);
+                let record = make_record(mtu, &list);
                 // The endpoint record rides in the allocation's own file: one durable write (each
                 // fsync costs a device flush here, so the count of fsyncs is the ADD's cost).
                 pending.attach(serde_json::to_value(&record).expect("records serialize"));
@@ -253,7 +297,7 @@ impl AddPipeline<'_> {
                 let published = match pending.publish() {
                     Ok(p) => p,
                     Err(e) => {
-                        side.result = Err(e.into());
+                        side.result = Err(IpamStop::Failed(e.into()));
                         return side;
                     }
                 };
@@ -272,7 +316,7 @@ impl AddPipeline<'_> {
                     ipam_us = self.started.elapsed().as_micros() as u64,
                     "ADD: addresses committed and endpoint recorded (cluster store round trips: 0 inside the node's blocks)"
                 );
-                side.result = finished.map(|_| ()).map_err(CniError::from);
+                side.result = finished.map(|_| ()).map_err(|e| IpamStop::Failed(e.into()));
                 side.record = Some(record);
             }
         }

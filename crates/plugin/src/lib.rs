@@ -19,7 +19,7 @@ pub use backend::{open_ipam, IpamBackend};
 use config::PluginConfig;
 use podnet_cni::{CniError, CniResult, Env, ErrorCode, IpConfig, NetConf};
 use podnet_dataplane::{
-    endpoint, host_veth_name, pod_mac, DataplaneError, EndpointSpec, NetNs, NetNsError, Netlink, PodAddress,
+    endpoint, host_veth_name, DataplaneError, EndpointSpec, NetNs, NetNsError, Netlink, PodAddress,
 };
 use podnet_ipam::{Handle, PodInfo};
 use records::EndpointStore;
@@ -41,7 +41,7 @@ fn handle(env: &Env) -> Handle {
     Handle::new(env.container_id(), env.ifname())
 }
 
-fn netns_error(e: NetNsError) -> CniError {
+pub(crate) fn netns_error(e: NetNsError) -> CniError {
     CniError::invalid_env(format!("CNI_NETNS: {e}"))
 }
 
@@ -77,23 +77,10 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
     fn add(&self, env: &Env, conf: &NetConf) -> Result<CniResult, CniError> {
         let started = Instant::now();
         let cfg = PluginConfig::parse(conf)?;
-        let netns = NetNs::open_pod(env.netns.as_deref().expect("ADD requires CNI_NETNS")).map_err(netns_error)?;
-        let mtu = match cfg.mtu {
-            Some(m) => m,
-            None => endpoint::uplink_mtu(&mut netlink()?).map_err(dataplane_error)?,
-        };
-        let h = handle(env);
-        let spec = EndpointSpec {
-            mode: cfg.mode.clone(),
-            host_veth: host_veth_name(&h.container_id, &h.ifname),
-            ifname: h.ifname.clone(),
-            mtu,
-            pod_mac: Some(pod_mac(&h.container_id, &h.ifname)),
-            addresses: Vec::new(),
-        };
+        let netns_path = env.netns.as_deref().expect("ADD requires CNI_NETNS");
         let backend = IpamBackend::open(&cfg, conf, &env.path)?;
         let store = EndpointStore::new(&cfg.data_dir, &conf.name);
-        let pipeline = add::AddPipeline { cfg: &cfg, env, netns: &netns, handle: h, spec, started };
+        let pipeline = add::AddPipeline { cfg: &cfg, env, netns_path, handle: handle(env), started };
         let (record, ep) = pipeline.run(&backend, &store)?;
         Ok(result::build_result(conf, &record, &ep))
     }
