@@ -441,5 +441,59 @@ fn borrowing_through_an_etcd_outage_del_succeeds_and_gc_gives_the_claim_back() {
     node.call_env(PODNET, "GC", &[], None, &gc).must();
     let (code, out) = ctl(&node, &b, &["ipam", "check"]);
     assert_eq!(code, 0, "{out}");
-    assert!(node.add("a1", &pods[10], &a).ok, "the freed address is usable again");
+    // a's own failed ADD left the outage note: for timeoutMs its calls fail fast with 11.
+    assert!(until_not_11(|| node.add("a1", &pods[10], &a)).ok, "the freed address is usable again");
+}
+
+/// The store contract a long-running agent uses: every lease at a revision, then the changes
+/// after it from an etcd watch; a watch from a compacted revision says so (re-list).
+#[test]
+fn etcd_snapshot_then_watch_follows_leases_and_reports_compaction() {
+    use podnet_ipam::{ClusterStore, Deadline, LeaseEvent, WatchError};
+    use std::time::Duration;
+    let node = Node::new();
+    let etcd = Etcd::start_in(&node.ns);
+    let store = json!({"type": "etcd", "endpoints": [etcd.url()], "timeoutMs": 2000});
+    let pools = json!([{"name": "pods", "cidr": "10.71.0.0/24", "blockSize": 26}]);
+    let cfg =
+        |n: &str| podnet_ipam::IpamConfig::parse(&ipam_conf(&node, n, &store, pools.clone())["ipam"], None).unwrap();
+    let (a, b) = (cfg("a"), cfg("b"));
+    let etcd_cfg = a.etcd.clone().unwrap();
+    let deadline = || Deadline::new(Duration::from_secs(2));
+    let shared = podnet_store_etcd::EtcdStore::new(etcd_cfg, "cluster", None);
+    let (first, snapshot, mut watch) = in_netns(&node.ns, || {
+        let first = shared.lease_block(&a.pools[0], "a", &deadline()).unwrap().unwrap();
+        let snapshot = shared.lease_snapshot(&deadline()).unwrap();
+        let watch = shared.watch_leases(&snapshot, Duration::from_secs(1)).unwrap();
+        (first, snapshot, watch)
+    });
+    assert_eq!(snapshot.leases, vec![first.clone()]);
+    assert!(snapshot.revision > 0);
+    // Another node leases a block and the first hands its back: the watch sees both, in order,
+    // each as one event (no re-list).
+    let before = shared.requests();
+    let second = in_netns(&node.ns, || shared.lease_block(&b.pools[0], "b", &deadline()).unwrap().unwrap());
+    in_netns(&node.ns, || shared.release_block(first.block, "a", false, &deadline()).unwrap());
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        seen.extend(watch.next(Duration::from_millis(500)).unwrap());
+        if seen.len() >= 2 {
+            break;
+        }
+    }
+    assert_eq!(seen, vec![LeaseEvent::Leased(second), LeaseEvent::Released(first.block)]);
+    assert!(shared.requests() - before <= 4, "the watch itself made no requests");
+    // Compact past the snapshot: a watch from it must re-list.
+    let url = etcd.url();
+    in_netns(&node.ns, || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut c = etcd_client::Client::connect([url], None).await.unwrap();
+            let rev = c.get("x", None).await.unwrap().header().unwrap().revision();
+            c.compact(rev, None).await.unwrap();
+        });
+    });
+    let mut stale = in_netns(&node.ns, || shared.watch_leases(&snapshot, Duration::from_secs(1)).unwrap());
+    let got = stale.next(Duration::from_secs(5));
+    assert!(matches!(got, Err(WatchError::Compacted)), "{:?}", got.map(|_| ()));
 }

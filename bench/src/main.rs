@@ -23,6 +23,8 @@ struct Args {
     json_out: Option<PathBuf>,
     /// Keep the state and log directory for inspection.
     keep: bool,
+    /// Pause before each suite (the kernel dismantles deleted namespaces in the background).
+    settle_seconds: u64,
     /// Run only the suites whose label starts with one of these (`|`-separated).
     only: Option<String>,
 }
@@ -39,6 +41,7 @@ fn parse_args() -> Args {
         baseline_dir: None,
         json_out: None,
         keep: false,
+        settle_seconds: 5,
         only: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -55,13 +58,14 @@ fn parse_args() -> Args {
             "--baseline-dir" => a.baseline_dir = Some(val().into()),
             "--json" => a.json_out = Some(val().into()),
             "--only" => a.only = Some(val()),
+            "--settle" => a.settle_seconds = val().parse().unwrap_or_else(|_| die("--settle takes seconds")),
             "--keep" => {
                 a.keep = true;
                 i += 1;
                 continue;
             }
             "-h" | "--help" => {
-                println!("podnet-bench [--pods 200] [--churn 400] [--workers 8] [--rounds 3] [--podnet-dir DIR] [--reference-dir /usr/lib/cni] [--baseline-dir DIR] [--only LABEL-PREFIX] [--json FILE] [--keep]");
+                println!("podnet-bench [--pods 200] [--churn 400] [--workers 8] [--rounds 3] [--podnet-dir DIR] [--reference-dir /usr/lib/cni] [--baseline-dir DIR] [--only LABEL-PREFIX] [--settle 5] [--json FILE] [--keep]");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other}")),
@@ -385,8 +389,13 @@ fn main() {
     );
     let mut per_suite: Vec<Vec<RoundResult>> = vec![Vec::new(); suites.len()];
     for round in 0..a.rounds {
-        // Interleave suites within each round so machine noise hits all of them alike.
-        for (i, s) in suites.iter().enumerate() {
+        // Interleave suites within each round, in a rotating order, so machine noise hits all of
+        // them alike; and let the kernel finish dismantling the last suite's namespaces (it
+        // does that in the background, seconds after they are deleted) before the next starts.
+        for k in 0..suites.len() {
+            let i = (k + round) % suites.len();
+            let s = &suites[i];
+            std::thread::sleep(Duration::from_secs(a.settle_seconds));
             let r = run_round(s, &a, round, &i.to_string());
             eprintln!(
                 "round {round} {}: VERSION p50 {:.2} ms, ADD p50 {:.2} ms, DEL p50 {:.2} ms, churn {:.0}/s",

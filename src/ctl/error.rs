@@ -10,6 +10,8 @@ pub enum CtlError {
     Usage(String),
     /// A file podnetctl reads or writes (install, uninstall).
     Io { what: String, err: std::io::Error },
+    /// An atomic write of an installed file failed.
+    State(podnet_fsio::FsError),
     /// The action is refused until a person decides (e.g. live endpoints; `--force`).
     Refused(String),
 }
@@ -20,6 +22,7 @@ impl fmt::Display for CtlError {
             CtlError::Node(e) => e.fmt(f),
             CtlError::Usage(m) | CtlError::Refused(m) => f.write_str(m),
             CtlError::Io { what, err } => write!(f, "{what}: {err}"),
+            CtlError::State(e) => e.fmt(f),
         }
     }
 }

@@ -148,7 +148,7 @@ fn place(dir: &Path, name: &str, bytes: &[u8], mode: u32, dry_run: bool) -> Resu
     }
     fs::create_dir_all(dir).map_err(|e| CtlError::io(format!("creating {}", dir.display()), e))?;
     // Temp file in the same directory, fsync, rename: a runtime never execs a half-written plugin.
-    podnet_fsio::atomic_write_mode(dir, name, bytes, mode).map_err(|e| CtlError::Refused(e.to_string()))?;
+    podnet_fsio::atomic_write_mode(dir, name, bytes, mode).map_err(CtlError::State)?;
     Ok(format!("{verb} {}", path.display()))
 }
 

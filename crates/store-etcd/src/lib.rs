@@ -289,20 +289,28 @@ struct EtcdLeaseWatch {
 
 impl LeaseWatch for EtcdLeaseWatch {
     fn next(&mut self, timeout: Duration) -> Result<Vec<LeaseEvent>, WatchError> {
+        let until = std::time::Instant::now() + timeout;
         let (rt, _) = &self.conn;
-        let got = rt.block_on(async { tokio::time::timeout(timeout, self.stream.message()).await });
-        let resp = match got {
-            Err(_) => return Ok(Vec::new()),
-            Ok(Err(e)) => return Err(WatchError::Unavailable(e.to_string())),
-            Ok(Ok(None)) => return Err(WatchError::Unavailable("etcd closed the watch".into())),
-            Ok(Ok(Some(resp))) => resp,
+        // The watch's creation and progress notices carry no events: keep waiting for some.
+        let resp = loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            let got = rt.block_on(async { tokio::time::timeout(left, self.stream.message()).await });
+            let resp = match got {
+                Err(_) => return Ok(Vec::new()),
+                Ok(Err(e)) => return Err(WatchError::Unavailable(e.to_string())),
+                Ok(Ok(None)) => return Err(WatchError::Unavailable("etcd closed the watch".into())),
+                Ok(Ok(Some(resp))) => resp,
+            };
+            if resp.compact_revision() > 0 {
+                return Err(WatchError::Compacted);
+            }
+            if resp.canceled() {
+                return Err(WatchError::Unavailable(format!("etcd cancelled the watch: {}", resp.cancel_reason())));
+            }
+            if !resp.events().is_empty() || left.is_zero() {
+                break resp;
+            }
         };
-        if resp.compact_revision() > 0 {
-            return Err(WatchError::Compacted);
-        }
-        if resp.canceled() {
-            return Err(WatchError::Unavailable(format!("etcd cancelled the watch: {}", resp.cancel_reason())));
-        }
         let mut out = Vec::new();
         for ev in resp.events() {
             let Some(kv) = ev.kv() else { continue };

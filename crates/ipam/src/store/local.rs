@@ -239,3 +239,32 @@ fn read_claim(path: &std::path::Path, block: IpNet) -> Result<Claim, IpamError> 
     }
     Ok(claim)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::IpamConfig;
+    use serde_json::json;
+
+    #[test]
+    fn a_polling_watch_reports_leases_and_releases_after_its_snapshot() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = IpamConfig::parse(
+            &json!({"node": "a", "pools": [{"name": "p", "cidr": "10.1.0.0/24", "blockSize": 26}]}),
+            Some(d.path()),
+        )
+        .unwrap();
+        let pool = &cfg.pools[0];
+        let store = LocalStore::new(d.path().join("cluster"), "net");
+        let deadline = Deadline::new(Duration::from_secs(5));
+        let first = store.lease_block(pool, "a", &deadline).unwrap().unwrap();
+        let snapshot = store.lease_snapshot(&deadline).unwrap();
+        assert_eq!(snapshot.leases, vec![first.clone()]);
+        let mut watch = store.watch_leases(&snapshot, Duration::from_millis(10)).unwrap();
+        assert!(watch.next(Duration::from_millis(30)).unwrap().is_empty(), "nothing changed yet");
+        let second = store.lease_block(pool, "b", &deadline).unwrap().unwrap();
+        assert_eq!(watch.next(Duration::from_secs(2)).unwrap(), vec![LeaseEvent::Leased(second.clone())]);
+        store.release_block(first.block, "a", false, &deadline).unwrap();
+        assert_eq!(watch.next(Duration::from_secs(2)).unwrap(), vec![LeaseEvent::Released(first.block)]);
+    }
+}
