@@ -57,6 +57,7 @@ fn churn(node: &Node, confs: &[serde_json::Value], workers: usize, ops: usize) {
         .collect();
     let (rounds, dups) = std::thread::scope(|s| {
         let sampler = s.spawn(|| sample_for_duplicates(&pods, &stop));
+        let _stop = StopOnDrop(&stop);
         let blocks = s.spawn(|| {
             // Empty blocks go back while ADDs run (grace 0), so leasing and handing back race too.
             let mut n = 0;
@@ -153,4 +154,109 @@ fn the_sampler_sees_an_address_on_two_pods() {
         h.join().unwrap()
     });
     assert!(rounds > 0 && dups.len() == rounds, "{rounds} rounds, {dups:?}");
+}
+
+/// A one-address range pool: whoever holds the address is the only pod that may carry it.
+fn one_address_conf(node: &Node) -> serde_json::Value {
+    node.podnet_conf(json!({"bridge": "br1", "ipam": {"pools": [{"name": "one", "cidr": "10.77.0.0/24",
+        "source": "range", "rangeStart": "10.77.0.2", "rangeEnd": "10.77.0.2"}]}}))
+}
+
+/// After a race on attachment `c1`: the pods carrying the address and the store agree, and a
+/// third container can only get the address when no pod carries it.
+fn check_one_address(node: &Node, conf: &serde_json::Value, pods: &[Netns], iteration: usize) {
+    let carrying: Vec<&Netns> = pods[..2].iter().filter(|p| !p.addrs4("eth0").is_empty()).collect();
+    let held = node.allocations();
+    assert!(carrying.len() <= 1, "iteration {iteration}: both pods carry the address");
+    assert_eq!(held.len(), carrying.len(), "iteration {iteration}: the store ({held:?}) disagrees with the pods");
+    let third = node.add("c2", &pods[2], conf);
+    if carrying.is_empty() {
+        third.must();
+        assert!(node.del("c2", Some(&pods[2]), conf).ok);
+    } else {
+        assert_eq!(third.code(), 100, "iteration {iteration}: a held address went to a third pod: {}", third.raw);
+    }
+}
+
+fn race_iterations() -> usize {
+    std::env::var("PODNET_RACE_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(300)
+}
+
+#[test]
+fn two_adds_of_one_attachment_at_once_never_hand_its_address_to_another_pod() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let node = Node::new();
+    let conf = one_address_conf(&node);
+    let pods: Vec<Netns> = ["a", "b", "c"].iter().map(|p| Netns::new(p)).collect();
+    let stop = AtomicBool::new(false);
+    let (outcomes, (rounds, dups)) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| sample_for_duplicates(&pods, &stop));
+        let _stop = StopOnDrop(&stop);
+        let mut outcomes = (0, 0);
+        for i in 0..race_iterations() {
+            // The runtime bug: two ADDs of (c1, eth0) at once, into different namespaces.
+            let (a, b) = std::thread::scope(|r| {
+                let a = r.spawn(|| node.add("c1", &pods[0], &conf));
+                let b = r.spawn(|| node.add("c1", &pods[1], &conf));
+                (a.join().unwrap(), b.join().unwrap())
+            });
+            assert!(a.ok || b.ok, "iteration {i}: one of the two ADDs succeeds: {} / {}", a.raw, b.raw);
+            for o in [&a, &b].into_iter().filter(|o| !o.ok) {
+                assert_eq!(o.code(), 4, "iteration {i}: the other one is refused as a repeated ADD: {}", o.raw);
+            }
+            outcomes.0 += usize::from(a.ok && b.ok);
+            outcomes.1 += usize::from(a.ok != b.ok);
+            check_one_address(&node, &conf, &pods, i);
+            let winner = if a.ok { &pods[0] } else { &pods[1] };
+            assert!(node.del("c1", Some(winner), &conf).ok);
+            assert!(node.allocations().is_empty() && node.host_veths().is_empty());
+        }
+        stop.store(true, Ordering::SeqCst);
+        (outcomes, sampler.join().unwrap())
+    });
+    eprintln!(
+        "{} iterations: {} with one ADD refused, {} with both succeeding; {rounds} sampling rounds",
+        race_iterations(),
+        outcomes.1,
+        outcomes.0
+    );
+    assert_eq!(outcomes.0, 0, "the second ADD into another namespace is always refused");
+    assert!(dups.is_empty(), "an address on two pods at once: {dups:?}");
+}
+
+#[test]
+fn an_add_and_a_del_of_one_attachment_at_once_leave_the_pod_and_the_store_in_agreement() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let node = Node::new();
+    let conf = one_address_conf(&node);
+    let pods: Vec<Netns> = ["a", "b", "c"].iter().map(|p| Netns::new(p)).collect();
+    let stop = AtomicBool::new(false);
+    let (kept, (rounds, dups)) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| sample_for_duplicates(&pods, &stop));
+        let _stop = StopOnDrop(&stop);
+        let mut kept = 0;
+        for i in 0..race_iterations() {
+            let delay = std::time::Duration::from_micros(fastrand::u64(0..10_000));
+            let (add, del) = std::thread::scope(|r| {
+                let add = r.spawn(|| node.add("c1", &pods[0], &conf));
+                let del = r.spawn(|| {
+                    std::thread::sleep(delay);
+                    node.del("c1", Some(&pods[0]), &conf)
+                });
+                (add.join().unwrap(), del.join().unwrap())
+            });
+            add.must();
+            assert!(del.ok, "iteration {i}: DEL always succeeds: {}", del.raw);
+            check_one_address(&node, &conf, &pods, i);
+            kept += usize::from(!node.allocations().is_empty());
+            assert!(node.del("c1", Some(&pods[0]), &conf).ok);
+            // A DEL that ran first leaves the ADD's pod in place: its interface goes with the DEL above.
+            assert!(node.allocations().is_empty() && node.host_veths().is_empty(), "iteration {i}");
+            assert!(pods[0].addrs4("eth0").is_empty(), "iteration {i}: the pod lost its address with its record");
+        }
+        stop.store(true, Ordering::SeqCst);
+        (kept, sampler.join().unwrap())
+    });
+    eprintln!("{} iterations: the ADD finished last {kept} times; {rounds} sampling rounds", race_iterations());
+    assert!(dups.is_empty(), "an address on two pods at once: {dups:?}");
 }

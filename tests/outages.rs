@@ -73,14 +73,8 @@ fn etcd_stopped_partitioned_and_restarted_during_churn() {
     let (stop, outage) = (AtomicBool::new(false), AtomicBool::new(false));
     let tally = Mutex::new(Tally::default());
     let releases = AtomicUsize::new(0);
-    /// Stops the workers when the orchestration ends, also by a panic (else the scope never joins).
-    struct StopOnDrop<'a>(&'a AtomicBool);
-    impl Drop for StopOnDrop<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
-        }
-    }
     let (rounds, dups) = std::thread::scope(|s| {
+        // Stops the workers when the orchestration ends, also by a panic (else the scope never joins).
         let _stop = StopOnDrop(&stop);
         let sampler = s.spawn(|| sample_for_duplicates(&pods, &stop));
         s.spawn(|| {

@@ -10,14 +10,19 @@ use serde::Serialize;
 pub struct Inspect {
     pub network: String,
     pub endpoints: Vec<EndpointRecord>,
+    #[serde(skip)]
+    state: bool,
 }
 
 pub fn inspect(net: &Network) -> Result<Inspect, CtlError> {
-    Ok(Inspect { network: net.name.clone(), endpoints: net.endpoints()? })
+    Ok(Inspect { network: net.name.clone(), endpoints: net.endpoints()?, state: net.has_state() })
 }
 
 impl Render for Inspect {
     fn table(&self) -> String {
+        if !self.state {
+            return format!("network {}: no state on this node (no pod was added here yet)\n", self.network);
+        }
         let rows: Vec<Vec<String>> = self
             .endpoints
             .iter()

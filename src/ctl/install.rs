@@ -12,6 +12,11 @@ use serde_json::{json, Value};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// What podnet keeps under `<dataDir>/<network>/` (README, "State on disk").
+const NETWORK_STATE: &[&str] = &["ipam", "endpoints", "quarantine", "locks"];
+/// What the local cluster store keeps under `<store>/<network>/`.
+const CLUSTER_STATE: &[&str] = &["blocks", "claims", "lending", "lock"];
+
 /// The CNI plugins podnet installs; podnetctl itself stays wherever it was run from.
 const PLUGINS: [&str; 2] = ["podnet", "podnet-ipam"];
 
@@ -201,6 +206,28 @@ pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, CtlErr
         lines.push(format!("removed {}", path.display()));
         Ok(())
     };
+    // Only what podnet makes under a network's directories goes; the directory itself only when
+    // nothing else is left in it.
+    let remove_owned = |dir: &Path, owned: &[&str], lines: &mut Vec<String>| -> Result<(), CtlError> {
+        for name in owned {
+            remove_path(&dir.join(name), lines)?;
+        }
+        let others: Vec<String> = fs::read_dir(dir)
+            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
+            .unwrap_or_default();
+        if !dir.exists() {
+            return Ok(());
+        }
+        if !others.iter().all(|n| owned.contains(&n.as_str())) {
+            lines.push(format!("left {}: it holds files podnet did not make ({})", dir.display(), others.join(", ")));
+        } else if dry {
+            lines.push(format!("would remove {}", dir.display()));
+        } else {
+            fs::remove_dir(dir).map_err(|e| CtlError::io(format!("removing {}", dir.display()), e))?;
+            lines.push(format!("removed {}", dir.display()));
+        }
+        Ok(())
+    };
     // What podnet owns comes from its own conflist; without one, only the binaries are known.
     if let Ok(bytes) = fs::read(&conf_path) {
         let list: Value = serde_json::from_slice(&bytes)
@@ -242,8 +269,14 @@ pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, CtlErr
                     Some(b) => nl.links().map_err(kernel)?.iter().filter(|l| l.master == Some(b.index)).count(),
                     None => 0,
                 };
+                // podnet gives the bridges it makes a MAC derived from the name: one without it was
+                // there before podnet, and stays unless --force.
+                let made_by_podnet =
+                    found.as_ref().is_some_and(|b| b.mac == Some(podnet_dataplane::endpoint::bridge_mac(bridge)));
                 if found.is_some() && ports > 0 {
                     lines.push(format!("left bridge {bridge}: {ports} port(s) still attached"));
+                } else if found.is_some() && !made_by_podnet && !a.force {
+                    lines.push(format!("left bridge {bridge}: podnet did not create it (pass --force to delete it)"));
                 } else if found.is_some() {
                     if dry {
                         lines.push(format!("would delete bridge {bridge}"));
@@ -253,13 +286,13 @@ pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, CtlErr
                     }
                 }
             }
-            remove_path(&cfg.data_dir.join(&network), &mut lines)?;
+            remove_owned(&cfg.data_dir.join(&network), NETWORK_STATE, &mut lines)?;
             if cfg.ipam_in_process {
                 let ipam_cfg = podnet_ipam::IpamConfig::parse(&cfg.ipam, Some(&cfg.data_dir))?;
-                remove_path(&ipam_cfg.data_dir.join(&network), &mut lines)?;
+                remove_owned(&ipam_cfg.data_dir.join(&network), NETWORK_STATE, &mut lines)?;
                 if ipam_cfg.etcd.is_none() && ipam_cfg.store.path.is_none() {
                     // The default cluster store is this node's alone.
-                    remove_path(&ipam_cfg.local_cluster_dir().join(&network), &mut lines)?;
+                    remove_owned(&ipam_cfg.local_cluster_dir().join(&network), CLUSTER_STATE, &mut lines)?;
                 } else if dry {
                     lines.push(format!(
                         "would hand back the blocks node {} leases in the shared cluster store",

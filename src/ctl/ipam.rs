@@ -45,10 +45,20 @@ pub struct Show {
     network: String,
     node: String,
     pools: Vec<PoolReport>,
+    #[serde(skip)]
+    state: bool,
 }
 
 impl Render for Show {
     fn table(&self) -> String {
+        let note = if self.state {
+            String::new()
+        } else {
+            format!(
+                "network {}: no state on node {} yet; the pools as the cluster store sees them:\n",
+                self.network, self.node
+            )
+        };
         let rows: Vec<Vec<String>> = self
             .pools
             .iter()
@@ -80,7 +90,7 @@ impl Render for Show {
             "FREE HERE",
             "BORROWED",
         ];
-        table(&header, &rows)
+        note + &table(&header, &rows)
     }
 }
 
@@ -90,12 +100,19 @@ pub struct Check {
     node: String,
     problems: Vec<Problem>,
     borrowed: Vec<BorrowedAddress>,
+    #[serde(skip)]
+    state: bool,
 }
 
 impl Render for Check {
     fn table(&self) -> String {
         let mut out = String::new();
-        if self.problems.is_empty() {
+        if !self.state && self.problems.is_empty() {
+            out.push_str(&format!(
+                "ipam check: no state for network {} on node {}; nothing to check\n",
+                self.network, self.node
+            ));
+        } else if self.problems.is_empty() {
             out.push_str(&format!("ipam check: no problems on node {}\n", self.node));
         } else {
             let rows: Vec<Vec<String>> =
@@ -215,7 +232,7 @@ pub fn run(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, CtlError
     match cmd {
         IpamCmd::Show => {
             let pools = podnet_ipam::report::show(&ipam)?;
-            emit(output, &Show { network: net.name.clone(), node, pools });
+            emit(output, &Show { network: net.name.clone(), node, pools, state: net.has_state() });
             Ok(0)
         }
         IpamCmd::Check => {
@@ -224,7 +241,7 @@ pub fn run(cmd: &IpamCmd, net: &Network, output: Output) -> Result<i32, CtlError
             // Borrowing a pool allows is no problem, but each borrowed address is a route of its own.
             let borrowed = podnet_ipam::report::borrowed(&ipam)?;
             let clean = problems.is_empty();
-            emit(output, &Check { network: net.name.clone(), node, problems, borrowed });
+            emit(output, &Check { network: net.name.clone(), node, problems, borrowed, state: net.has_state() });
             Ok(if clean { 0 } else { 1 })
         }
         IpamCmd::Rebuild { .. } => unreachable!("handled above"),

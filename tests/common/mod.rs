@@ -502,6 +502,16 @@ impl Drop for MountNs {
     }
 }
 
+/// Sets the flag when dropped: a sampler thread stops even when the test panics (a scoped
+/// thread that never stops would keep the failed test waiting forever).
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// What one pod's eth0 shows: its ifindex (new for every ADD) and addresses.
 pub type Seen = Option<(u32, Vec<ipnet::IpNet>)>;
 

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 /// An exclusive lock on a store, released when dropped or when the process dies (flock), so a
 /// crashed holder never leaves a stale lock behind.
 pub struct StoreLock {
-    _lock: Flock<File>,
+    _held: Flock<File>,
+    path: std::path::PathBuf,
 }
 
 /// How long a caller waits for a store lock before giving up with "try again later".
@@ -25,7 +26,16 @@ impl StoreLock {
         let mut pause = Duration::from_micros(50);
         loop {
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => return Ok(StoreLock { _lock: lock }),
+                Ok(lock) => {
+                    // A removable lock's holder may have unlinked it after we opened it: then we
+                    // hold a lock nobody else sees. Only the file the path names counts.
+                    if still_named(&lock, path) {
+                        return Ok(StoreLock { _held: lock, path: path.to_path_buf() });
+                    }
+                    drop(lock);
+                    file = open().map_err(|e| FsError::io(format!("opening lock {}", path.display()), e))?;
+                    continue;
+                }
                 Err((f, Errno::EWOULDBLOCK)) | Err((f, Errno::EINTR)) => file = f,
                 Err((_, e)) => return Err(FsError::io(format!("locking {}", path.display()), e.into())),
             }
@@ -35,6 +45,26 @@ impl StoreLock {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(5));
         }
+    }
+
+    /// Remove the lock file, still holding the lock (a lock that goes with what it guards, such
+    /// as one attachment's), and release it: this ends the critical section. Waiters that
+    /// opened the old file retry on the path, so none holds a lock on a removed file.
+    pub fn remove(self) -> Result<(), FsError> {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(FsError::io(format!("removing lock {}", self.path.display()), e)),
+        }
+    }
+}
+
+/// Whether `path` still names the file `lock` holds.
+fn still_named(lock: &Flock<File>, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (lock.metadata(), std::fs::metadata(path)) {
+        (Ok(held), Ok(named)) => (held.dev(), held.ino()) == (named.dev(), named.ino()),
+        _ => false,
     }
 }
 
@@ -50,5 +80,25 @@ mod tests {
         assert!(matches!(e, Err(FsError::Busy { .. })));
         drop(l);
         StoreLock::acquire(&d.path().join("lock"), LOCK_WAIT).unwrap();
+    }
+
+    #[test]
+    fn a_lock_removed_by_its_holder_is_never_held_twice() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("attachment");
+        let holders = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        let l = StoreLock::acquire(&path, LOCK_WAIT).unwrap();
+                        assert_eq!(holders.fetch_add(1, std::sync::atomic::Ordering::SeqCst), 0, "two holders");
+                        holders.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        l.remove().unwrap();
+                    }
+                });
+            }
+        });
+        assert!(!path.exists());
     }
 }

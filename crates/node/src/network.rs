@@ -69,6 +69,14 @@ impl Network {
         Ok(Network { path: path.to_path_buf(), name: name.to_string(), cni_version, plugin: plugin.clone() })
     }
 
+    /// Whether this node holds any state of the network (its plugin or IPAM data directory):
+    /// read-only commands then report "no state" and create nothing.
+    pub fn has_state(&self) -> bool {
+        let Ok(cfg) = self.plugin_config() else { return false };
+        let ipam_dir = self.ipam_config().ok().map(|c| c.data_dir.join(&self.name));
+        cfg.data_dir.join(&self.name).exists() || ipam_dir.is_some_and(|d| d.exists())
+    }
+
     /// The plugin config as the plugin reads it.
     pub fn plugin_config(&self) -> Result<PluginConfig, NodeError> {
         plugin_view(&self.name, &self.cni_version, &self.plugin).map(|(_, cfg)| cfg)

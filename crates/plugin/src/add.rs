@@ -246,6 +246,7 @@ impl AddPipeline<'_> {
                         .ips
                         .iter()
                         .map(|ip| {
+                            usable_delegated_address(ip.address)?;
                             Ok(PodAddress {
                                 address: ip.address,
                                 gateway: delegated_gateway(&self.cfg.mode, ip.address, ip.gateway)?,
@@ -257,6 +258,9 @@ impl AddPipeline<'_> {
                             ErrorCode::DelegateFailed,
                             format!("IPAM plugin {} returned no address", exec.plugin.display()),
                         ));
+                    }
+                    if list.iter().any(|a| a.address.addr().is_ipv6()) {
+                        crate::backend::check_ipv6_mtu(mtu, "an address the IPAM plugin returned")?;
                     }
                     Ok(list)
                 });
@@ -328,9 +332,28 @@ fn netlink() -> Result<Netlink, CniError> {
     Netlink::open().map_err(|e| CniError::kernel(format!("opening a netlink socket: {e}")))
 }
 
+/// An address an exec'd IPAM plugin returned must be one a pod can carry: not its subnet's
+/// network address, nor (IPv4) its broadcast address.
+fn usable_delegated_address(address: ipnet::IpNet) -> Result<(), CniError> {
+    let bad = |what: &str| {
+        Err(CniError::new(
+            ErrorCode::DelegateFailed,
+            format!("the IPAM plugin returned {address}, the {what} of its subnet, which no pod can carry"),
+        ))
+    };
+    let room = address.max_prefix_len() - address.prefix_len();
+    if room >= 2 && address.addr() == address.network() {
+        return bad("network address");
+    }
+    if room >= 2 && address.addr().is_ipv4() && address.addr() == address.broadcast() {
+        return bad("broadcast address");
+    }
+    Ok(())
+}
+
 /// The gateway for an address an exec'd IPAM plugin returned: its own if it is usable (same
-/// family, inside the subnet, not the network address), else, on the bridge, the subnet's first
-/// address as the reference bridge plugin does.
+/// family, inside the subnet, not the network address, not the pod's own address), else, on the
+/// bridge, the subnet's first address as the reference bridge plugin does.
 pub(crate) fn delegated_gateway(
     mode: &Mode,
     address: ipnet::IpNet,
@@ -338,7 +361,11 @@ pub(crate) fn delegated_gateway(
 ) -> Result<Option<IpAddr>, CniError> {
     let subnet = address.trunc();
     if let Some(gw) = gateway {
-        if gw.is_ipv4() != address.addr().is_ipv4() || !subnet.contains(&gw) || gw == subnet.network() {
+        if gw.is_ipv4() != address.addr().is_ipv4()
+            || !subnet.contains(&gw)
+            || gw == subnet.network()
+            || gw == address.addr()
+        {
             return Err(CniError::new(
                 ErrorCode::DelegateFailed,
                 format!("the IPAM plugin's gateway {gw} is not usable for {address}"),

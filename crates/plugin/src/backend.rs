@@ -24,19 +24,32 @@ pub fn open_ipam(cfg: IpamConfig, network: &str, dataplane: Dataplane) -> Ipam {
     Ipam::new(cfg, network, Reservation::for_dataplane(dataplane), store)
 }
 
+/// IPv6 needs links of at least 1280 bytes: a smaller `mtu` with IPv6 addresses is a config
+/// conflict (the kernel would refuse the address with a bare "Invalid argument").
+pub fn check_ipv6_mtu(mtu: u32, what: &str) -> Result<(), CniError> {
+    if mtu < 1280 {
+        return Err(CniError::invalid_config(format!(
+            "mtu {mtu} is below 1280, the smallest MTU IPv6 allows, and {what} is IPv6: set mtu to at least 1280 or remove the IPv6 pool"
+        )));
+    }
+    Ok(())
+}
+
 /// An IPAM plugin found in CNI_PATH, run with the network config on stdin.
 pub struct ExecIpam {
     pub plugin: PathBuf,
     stdin: Vec<u8>,
+    /// How long one call may take (`ipamTimeoutMs`).
+    timeout: std::time::Duration,
 }
 
 impl ExecIpam {
     pub fn run(&self, command: &str) -> Result<Vec<u8>, CniError> {
-        delegate::exec(&self.plugin, command, &self.stdin)
+        Ok(delegate::exec(&self.plugin, command, &self.stdin, self.timeout)?)
     }
-    /// ADD; a result that does not decode is undone with DEL.
+    /// ADD; a result that does not decode, or an ADD stopped for taking too long, is undone with DEL.
     pub fn add(&self) -> Result<CniResult, CniError> {
-        delegate::add(&self.plugin, &self.stdin)
+        delegate::add(&self.plugin, &self.stdin, self.timeout)
     }
 }
 
@@ -49,10 +62,14 @@ impl IpamBackend {
     pub fn open(cfg: &PluginConfig, conf: &NetConf, cni_path: &[PathBuf]) -> Result<IpamBackend, CniError> {
         if cfg.ipam_in_process {
             let ipam_cfg = IpamConfig::parse(&cfg.ipam, Some(&cfg.data_dir))?;
+            if let (Some(mtu), Some(v6)) = (cfg.mtu, ipam_cfg.pools.iter().find(|p| !p.is_v4())) {
+                check_ipv6_mtu(mtu, &format!("pool {} ({})", v6.name(), v6.cidr()))?;
+            }
             return Ok(IpamBackend::InProcess(Box::new(open_ipam(ipam_cfg, &conf.name, cfg.dataplane()))));
         }
         let plugin = delegate::find_plugin(cfg.ipam_type(), cni_path)?;
-        Ok(IpamBackend::Exec(ExecIpam { plugin, stdin: serde_json::to_vec(&conf.raw).expect("config serializes") }))
+        let stdin = serde_json::to_vec(&conf.raw).expect("config serializes");
+        Ok(IpamBackend::Exec(ExecIpam { plugin, stdin, timeout: cfg.ipam_timeout }))
     }
 
     /// DEL's IPAM half: release what the attachment holds (idempotent).

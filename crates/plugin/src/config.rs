@@ -5,7 +5,11 @@ use podnet_dataplane::Mode;
 use serde_json::Value;
 use std::path::PathBuf;
 
-pub const PLUGIN_KEYS: &[&str] = &["dataplane", "bridge", "mtu", "hairpinMode", "dataDir", "logFile", "logLevel"];
+pub const PLUGIN_KEYS: &[&str] =
+    &["dataplane", "bridge", "mtu", "hairpinMode", "dataDir", "logFile", "logLevel", "ipamTimeoutMs"];
+/// How long an exec'd IPAM plugin may take per call, by default: well above a healthy plugin's
+/// milliseconds, well below a runtime's own timeouts.
+pub const DEFAULT_IPAM_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_BRIDGE: &str = "podnet0";
 pub const DEFAULT_LOG_FILE: &str = "/var/log/podnet/podnet.log";
 
@@ -17,6 +21,8 @@ pub struct PluginConfig {
     pub ipam: Value,
     /// `ipam.type == "podnet-ipam"`: allocate in-process instead of exec'ing a plugin.
     pub ipam_in_process: bool,
+    /// `ipamTimeoutMs`: the bound on each call of an exec'd IPAM plugin.
+    pub ipam_timeout: std::time::Duration,
 }
 
 impl PluginConfig {
@@ -87,7 +93,25 @@ impl PluginConfig {
         if ipam_type.contains('/') || ipam_type.starts_with('.') {
             return Err(CniError::invalid_config(format!("ipam.type {ipam_type:?} must be a plugin name, not a path")));
         }
-        Ok(PluginConfig { mode, mtu, data_dir, ipam_in_process: ipam_type == "podnet-ipam", ipam })
+        let ipam_timeout_ms = match conf.raw.get("ipamTimeoutMs") {
+            None | Some(Value::Null) => DEFAULT_IPAM_TIMEOUT_MS,
+            Some(v) => match v.as_u64() {
+                Some(ms) if (100..=120_000).contains(&ms) => ms,
+                _ => {
+                    return Err(CniError::invalid_config(format!(
+                        "ipamTimeoutMs {v} must be a whole number from 100 to 120000"
+                    )))
+                }
+            },
+        };
+        Ok(PluginConfig {
+            mode,
+            mtu,
+            data_dir,
+            ipam_in_process: ipam_type == "podnet-ipam",
+            ipam,
+            ipam_timeout: std::time::Duration::from_millis(ipam_timeout_ms),
+        })
     }
 
     pub fn dataplane_name(&self) -> &'static str {

@@ -9,6 +9,11 @@ use std::path::PathBuf;
 
 pub struct IpamPlugin;
 
+/// One operation at a time per attachment, as the podnet plugin keeps it (see `attachment`).
+fn attachment_lock(conf: &NetConf, ipam: &Ipam, env: &Env) -> Result<crate::attachment::AttachmentLock, CniError> {
+    crate::attachment::AttachmentLock::acquire(&ipam.config().data_dir, &conf.name, &handle(env))
+}
+
 fn open(conf: &NetConf) -> Result<Ipam, CniError> {
     let ipam = conf.raw.get("ipam").cloned().unwrap_or(Value::Null);
     // The calling plugin's dataDir (if it has one) is the default, as for the in-process IPAM.
@@ -30,7 +35,9 @@ impl podnet_cni::skel::Plugin for IpamPlugin {
             uid: env.args.uid.clone(),
             infra_container_id: env.args.infra_container_id.clone(),
         };
-        let got = open(conf)?.allocate(&handle(env), &pod)?;
+        let ipam = open(conf)?;
+        let _attachment = attachment_lock(conf, &ipam, env)?;
+        let got = ipam.allocate(&handle(env), &pod)?;
         let ips = got
             .allocations
             .iter()
@@ -39,7 +46,10 @@ impl podnet_cni::skel::Plugin for IpamPlugin {
         Ok(CniResult { ips, ..Default::default() })
     }
     fn del(&self, env: &Env, conf: &NetConf) -> Result<(), CniError> {
-        open(conf)?.release(&handle(env))?;
+        let ipam = open(conf)?;
+        let attachment = attachment_lock(conf, &ipam, env)?;
+        ipam.release(&handle(env))?;
+        attachment.remove();
         Ok(())
     }
     fn check(&self, env: &Env, conf: &NetConf) -> Result<(), CniError> {

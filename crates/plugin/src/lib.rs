@@ -7,6 +7,7 @@
 //! (`podnet-ipam` as a standalone IPAM plugin), `logging`.
 
 mod add;
+pub mod attachment;
 pub mod backend;
 pub mod config;
 pub mod delegate;
@@ -15,6 +16,7 @@ pub mod logging;
 pub mod records;
 pub mod result;
 
+use attachment::AttachmentLock;
 pub use backend::{open_ipam, IpamBackend};
 use config::PluginConfig;
 use podnet_cni::{CniError, CniResult, Env, ErrorCode, IpConfig, NetConf};
@@ -50,12 +52,13 @@ pub(crate) fn dataplane_error(e: DataplaneError) -> CniError {
     match e {
         DataplaneError::Netns(e) => netns_error(e),
         DataplaneError::IfnameTaken(_) | DataplaneError::HostVethExists(_) => CniError::invalid_env(e.to_string()),
+        // The config names a link that is something else: the config must change.
+        DataplaneError::NotABridge(_) => CniError::invalid_config(e.to_string()),
         DataplaneError::Netlink(_)
         | DataplaneError::Sysctl(..)
         | DataplaneError::Socket(_)
         | DataplaneError::EnterNetns { .. }
         | DataplaneError::Vanished(_)
-        | DataplaneError::NotABridge(_)
         | DataplaneError::BadAddress(_) => CniError::kernel(e.to_string()),
     }
 }
@@ -79,6 +82,7 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
         let cfg = PluginConfig::parse(conf)?;
         let netns_path = env.netns.as_deref().expect("ADD requires CNI_NETNS");
         let backend = IpamBackend::open(&cfg, conf, &env.path)?;
+        let _attachment = AttachmentLock::acquire(&cfg.data_dir, &conf.name, &handle(env))?;
         let store = EndpointStore::new(&cfg.data_dir, &conf.name);
         let pipeline = add::AddPipeline { cfg: &cfg, env, netns_path, handle: handle(env), started };
         let (record, ep) = pipeline.run(&backend, &store)?;
@@ -89,6 +93,7 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
         let cfg = PluginConfig::parse(conf)?;
         let h = handle(env);
         let backend = IpamBackend::open(&cfg, conf, &env.path)?;
+        let attachment = AttachmentLock::acquire(&cfg.data_dir, &conf.name, &h)?;
         // The netns may be gone (the kernel then removed the veth already); DEL never needs it.
         let mut nl = netlink()?;
         endpoint::teardown(&mut nl, &host_veth_name(&h.container_id, &h.ifname)).map_err(dataplane_error)?;
@@ -97,6 +102,7 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
         tracing::info!(container = %h.container_id, ifname = %h.ifname, released = ?released, "DEL");
         podnet_fault::crash_point("del-after-release");
         EndpointStore::new(&cfg.data_dir, &conf.name).remove(&h)?;
+        attachment.remove();
         Ok(())
     }
 
@@ -119,6 +125,7 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
             ));
         }
         let backend = IpamBackend::open(&cfg, conf, &env.path)?;
+        let _attachment = AttachmentLock::acquire(&cfg.data_dir, &conf.name, &h)?;
         let mut drift = backend.check(&h, &ips.iter().map(|ip| ip.address.addr()).collect::<Vec<_>>())?;
         let spec = EndpointSpec {
             mode: cfg.mode.clone(),
@@ -150,13 +157,25 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
             conf.valid_attachments()?.into_iter().map(|a| Handle::new(&a.container_id, &a.ifname)).collect();
         let store = EndpointStore::new(&cfg.data_dir, &conf.name);
         let backend = IpamBackend::open(&cfg, conf, &env.path)?;
-        let mut stale: HashSet<Handle> = store.handles()?.into_iter().filter(|h| !keep.contains(h)).collect();
+        let mut stale: Vec<Handle> = store.handles()?.into_iter().filter(|h| !keep.contains(h)).collect();
         stale.extend(backend.handles()?.into_iter().filter(|h| !keep.contains(h)));
+        // One order for every GC, so two never wait on each other's attachment locks.
+        stale.sort();
+        stale.dedup();
         // Dataplane first: an attachment's veth goes before its address can be handed out again.
         let mut nl = netlink()?;
         let mut errors = Vec::new();
         let mut torn_down = Vec::new();
+        let mut locks = Vec::new();
         for h in &stale {
+            // An ADD or DEL of the attachment still running finishes first.
+            match AttachmentLock::acquire(&cfg.data_dir, &conf.name, h) {
+                Ok(lock) => locks.push(lock),
+                Err(e) => {
+                    errors.push(e.msg);
+                    continue;
+                }
+            }
             if let Err(e) = endpoint::teardown(&mut nl, &host_veth_name(&h.container_id, &h.ifname)) {
                 errors.push(e.to_string());
             } else if let Err(e) = store.remove(h) {
@@ -166,6 +185,9 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
             }
         }
         errors.extend(backend.gc(&torn_down, &keep));
+        for lock in locks {
+            lock.remove();
+        }
         if errors.is_empty() {
             Ok(())
         } else {

@@ -39,6 +39,11 @@ impl LocalStore {
         let dir = self.claims_dir(block);
         list_locked(&dir)?.iter().map(|n| read_claim(&dir.join(n), block)).collect()
     }
+    /// Whether the store was ever written: reads of a store that is not there find nothing and
+    /// create nothing (podnetctl's read-only commands must leave no trace).
+    fn exists(&self) -> bool {
+        self.dir.join("lock").exists()
+    }
     fn lock(&self) -> Result<StoreLock, IpamError> {
         ensure_dir(&self.blocks_dir())?;
         Ok(StoreLock::acquire(&self.dir.join("lock"), LOCK_WAIT)?)
@@ -63,6 +68,9 @@ impl LocalStore {
 
 impl ClusterStore for LocalStore {
     fn leased_blocks(&self, pool: &Pool, node: &str, _: &Deadline) -> Result<Vec<BlockLease>, IpamError> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
         let _l = self.lock()?;
         Ok(self.read_all()?.into_iter().filter(|l| l.node == node && pool.cidr().contains(&l.block)).collect())
     }
@@ -104,6 +112,9 @@ impl ClusterStore for LocalStore {
         even_if_claimed: bool,
         _: &Deadline,
     ) -> Result<BlockRelease, IpamError> {
+        if !self.exists() {
+            return Ok(BlockRelease::NotHeld);
+        }
         let _l = self.lock()?;
         let name = net_to_file_name(block);
         let path = self.blocks_dir().join(&name);
@@ -128,6 +139,9 @@ impl ClusterStore for LocalStore {
     }
 
     fn lease_snapshot(&self, _: &Deadline) -> Result<LeaseSnapshot, IpamError> {
+        if !self.exists() {
+            return Ok(LeaseSnapshot { leases: Vec::new(), revision: 0 });
+        }
         let _l = self.lock()?;
         Ok(LeaseSnapshot { leases: self.read_all()?, revision: 0 })
     }
@@ -164,6 +178,9 @@ impl ClusterStore for LocalStore {
     }
 
     fn unclaim(&self, claim: &Claim, _: &Deadline) -> Result<bool, IpamError> {
+        if !self.exists() {
+            return Ok(false);
+        }
         let _l = self.lock()?;
         let dir = self.claims_dir(claim.block);
         let path = dir.join(claim.ip.to_string());
@@ -179,11 +196,17 @@ impl ClusterStore for LocalStore {
     }
 
     fn lending_blocks(&self, _: &Deadline) -> Result<Vec<IpNet>, IpamError> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
         let _l = self.lock()?;
         Ok(list_locked(&self.lending_dir())?.iter().filter_map(|n| net_from_file_name(n)).collect())
     }
 
     fn claims(&self, _: &Deadline) -> Result<Vec<Claim>, IpamError> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
         let _l = self.lock()?;
         let mut out = Vec::new();
         for name in list_locked(&self.dir.join("claims"))? {
@@ -206,9 +229,11 @@ impl LeaseWatch for PollingWatch {
     fn next(&mut self, timeout: Duration) -> Result<Vec<LeaseEvent>, WatchError> {
         let until = Instant::now() + timeout;
         loop {
-            let now = {
+            let now = if self.store.exists() {
                 let _l = self.store.lock().map_err(|e| WatchError::Unavailable(e.to_string()))?;
                 self.store.read_all().map_err(|e| WatchError::Unavailable(e.to_string()))?
+            } else {
+                Vec::new()
             };
             let mut events: Vec<LeaseEvent> = self
                 .seen
