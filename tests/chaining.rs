@@ -108,7 +108,7 @@ fn reference_bridge_execs_podnet_ipam() {
         "cniVersion": "1.0.0", "name": "refnet", "type": "bridge", "bridge": "pnref0",
         "isGateway": true, "ipMasq": false,
         "ipam": {"type": "podnet-ipam", "node": "node-1", "dataDir": node.data_dir(),
-                 "pools": [{"name": "ref", "cidr": "10.90.0.0/16", "blockSize": 24}]}
+                 "pools": [{"name": "ref", "cidr": "10.90.0.0/16", "blockSize": 24, "blockOrder": "sequential"}]}
     });
     let (a, b) = (Netns::new("a"), Netns::new("b"));
     let ra = node.call(&plugin_path("bridge"), "ADD", "ref-a", Some(&a.path()), "eth0", &conf).must();

@@ -461,8 +461,15 @@ fn etcd_snapshot_then_watch_follows_leases_and_reports_compaction() {
     let etcd_cfg = a.etcd.clone().unwrap();
     let deadline = || Deadline::new(Duration::from_secs(2));
     let shared = podnet_store_etcd::EtcdStore::new(etcd_cfg, "cluster", None);
+    let lease = |pool: &podnet_ipam::Pool, node: &str, n: u128| {
+        let block = podnet_ipam::addr::nth_block(pool.cidr(), pool.block_len, n);
+        match shared.lease_one_of(pool, node, &[block], &deadline()).unwrap() {
+            podnet_ipam::LeaseAttempt::Leased(l) => l,
+            other => panic!("{other:?}"),
+        }
+    };
     let (first, snapshot, mut watch) = in_netns(&node.ns, || {
-        let first = shared.lease_block(&a.pools[0], "a", &deadline()).unwrap().unwrap();
+        let first = lease(&a.pools[0], "a", 0);
         let snapshot = shared.lease_snapshot(&deadline()).unwrap();
         let watch = shared.watch_leases(&snapshot, Duration::from_secs(1)).unwrap();
         (first, snapshot, watch)
@@ -472,7 +479,7 @@ fn etcd_snapshot_then_watch_follows_leases_and_reports_compaction() {
     // Another node leases a block and the first hands its back: the watch sees both, in order,
     // each as one event (no re-list).
     let before = shared.requests();
-    let second = in_netns(&node.ns, || shared.lease_block(&b.pools[0], "b", &deadline()).unwrap().unwrap());
+    let second = in_netns(&node.ns, || lease(&b.pools[0], "b", 1));
     in_netns(&node.ns, || shared.release_block(first.block, "a", false, &deadline()).unwrap());
     let mut seen = Vec::new();
     for _ in 0..20 {
@@ -496,4 +503,60 @@ fn etcd_snapshot_then_watch_follows_leases_and_reports_compaction() {
     let mut stale = in_netns(&node.ns, || shared.watch_leases(&snapshot, Duration::from_secs(1)).unwrap());
     let got = stale.next(Duration::from_secs(5));
     assert!(matches!(got, Err(WatchError::Compacted)), "{:?}", got.map(|_| ()));
+}
+
+/// etcd's own count of KV requests (Range and Txn), from its metrics endpoint.
+fn etcd_kv_requests(node: &Node) -> u64 {
+    use std::io::{Read, Write};
+    let text = in_netns(&node.ns, || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", 2379)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    text.lines()
+        .filter(|l| l.starts_with("grpc_server_started_total{") && l.contains("grpc_service=\"etcdserverpb.KV\""))
+        .filter(|l| l.contains("grpc_method=\"Range\"") || l.contains("grpc_method=\"Txn\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Sixty new nodes each add a pod at the same moment, so each leases its first block while the
+/// others do: every ADD succeeds at once (no code 11), each node gets its own block, and a lease
+/// costs etcd under three requests on average (one read, one transaction).
+#[test]
+fn sixty_nodes_leasing_at_once_cost_under_three_etcd_requests_per_lease() {
+    const NODES: usize = 60;
+    let node = Node::new();
+    let etcd = Etcd::start_in(&node.ns);
+    let store = json!({"type": "etcd", "endpoints": [etcd.url()]});
+    let pools = json!([{"name": "pods", "cidr": "10.72.0.0/16", "blockSize": 26}]);
+    let confs: Vec<Value> = (0..NODES).map(|i| ipam_conf(&node, &format!("n{i}"), &store, pools.clone())).collect();
+    let pod = Netns::new("p");
+    let before = etcd_kv_requests(&node);
+    let children: Vec<_> = confs
+        .iter()
+        .map(|c| {
+            let env = [("CNI_CONTAINERID", "first"), ("CNI_IFNAME", "eth0")];
+            node.spawn_raw(PODNET_IPAM, "ADD", &env, Some(&pod.path()), &serde_json::to_vec(c).unwrap())
+        })
+        .collect();
+    let outcomes: Vec<Outcome> = children.into_iter().map(finish).collect();
+    let requests = etcd_kv_requests(&node) - before;
+    for (i, o) in outcomes.iter().enumerate() {
+        assert!(o.ok, "node n{i}: {}", o.raw);
+    }
+    let leases = leases(&node, &confs[0]);
+    let by_node: HashMap<&str, usize> = leases.iter().fold(HashMap::new(), |mut m, l| {
+        *m.entry(l.node.as_str()).or_default() += 1;
+        m
+    });
+    assert_eq!(by_node.len(), NODES, "every node leased");
+    assert!(by_node.values().all(|n| *n == 1), "one block each: {by_node:?}");
+    let blocks: HashSet<_> = leases.iter().map(|l| l.block).collect();
+    assert_eq!(blocks.len(), NODES, "distinct blocks");
+    let per_lease = requests as f64 / NODES as f64;
+    eprintln!("{NODES} nodes leasing at once: {requests} etcd KV requests, {per_lease:.2} per lease");
+    assert!(per_lease < 3.0, "{per_lease:.2} etcd requests per lease");
 }

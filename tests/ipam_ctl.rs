@@ -91,7 +91,7 @@ fn show_check_and_release(node: &Node, store: Value) {
     // release --node hands a dead node's blocks back to the pool.
     let other = json!({"cniVersion": "1.0.0", "name": "podnet", "ipam": {"type": "podnet-ipam", "node": "node-2",
         "dataDir": node.dir.path().join("node2"), "store": conf["ipam"]["store"].clone(),
-        "pools": [{"name": "pods", "cidr": "10.66.0.0/24", "blockSize": 28}]}});
+        "pools": [{"name": "pods", "cidr": "10.66.0.0/24", "blockSize": 28, "blockOrder": "sequential"}]}});
     node.call(PODNET_IPAM, "ADD", "n2pod", Some(&pods[0].path()), "eth0", &other).must();
     let (_, out) = podnetctl(node, &list, &["-o", "json", "ipam", "show"]);
     assert_eq!(

@@ -155,6 +155,7 @@ impl Node {
             }
         });
         merge(&mut v, extra);
+        sequential_blocks(&mut v);
         v
     }
 
@@ -314,6 +315,17 @@ impl Node {
             last
         } else {
             Outcome { ok: true, killed: false, json: Value::Null, raw: String::new() }
+        }
+    }
+}
+
+/// The suites name the blocks and addresses they expect, as leased from the pool's start: their
+/// overlay pools lease in order unless a test asks for another order (the default, `spread`,
+/// has tests of its own).
+pub fn sequential_blocks(conf: &mut Value) {
+    for p in conf["ipam"]["pools"].as_array_mut().into_iter().flatten() {
+        if p.get("source").is_none_or(|s| s == "overlay") && p.get("blockOrder").is_none() {
+            p["blockOrder"] = json!("sequential");
         }
     }
 }

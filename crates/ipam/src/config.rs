@@ -23,6 +23,18 @@ pub enum SourceName {
     Vnet,
 }
 
+/// `pools[].blockOrder`: the order in which a node tries a pool's free blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockOrder {
+    /// Each node its own order (start and stride from a hash of its name): nodes leasing at the
+    /// same moment rarely want the same block. The default.
+    Spread,
+    /// From the pool's first block up, every node alike: predictable addresses, but nodes that
+    /// lease at once all race for the same blocks.
+    Sequential,
+}
+
 /// The address source of a validated pool: only sources this build offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -64,6 +76,8 @@ pub struct PoolConfig {
     pub namespaces: Vec<String>,
     #[serde(default)]
     pub allow_borrowing: bool,
+    #[serde(default)]
+    pub block_order: Option<BlockOrder>,
     #[serde(default)]
     pub disabled: bool,
     #[serde(default)]
@@ -216,6 +230,16 @@ impl Pool {
     }
     pub fn is_v4(&self) -> bool {
         self.cfg.cidr.addr().is_ipv4()
+    }
+    /// The blocks of the pool in the order node `node` tries them.
+    pub fn blocks_for(&self, node: &str) -> Box<dyn Iterator<Item = IpNet> + '_> {
+        match self.cfg.block_order.unwrap_or(BlockOrder::Spread) {
+            BlockOrder::Spread => Box::new(crate::addr::block_order(self.cidr(), self.block_len, node)),
+            BlockOrder::Sequential => {
+                let count = crate::addr::block_count(self.cidr(), self.block_len);
+                Box::new((0..count).map(|n| crate::addr::nth_block(self.cidr(), self.block_len, n)))
+            }
+        }
     }
     pub fn serves_namespace(&self, ns: Option<&str>) -> bool {
         self.cfg.namespaces.is_empty() || ns.is_some_and(|ns| self.cfg.namespaces.iter().any(|n| n == ns))
@@ -425,6 +449,9 @@ fn validate_pool(p: PoolConfig) -> Result<Pool, IpamError> {
             return Err(field("exclude", format!("{e} is outside {cidr}")));
         }
         exclude.push(net.trunc());
+    }
+    if p.block_order.is_some() && source != Source::Overlay {
+        return Err(field("blockOrder", "applies to overlay pools only: a range pool is one block".into()));
     }
     if p.allow_borrowing && source != Source::Overlay {
         return Err(field(

@@ -1,6 +1,7 @@
 //! Behaviour of the IPAM as a whole: allocation order, leases, hand-back, borrowing, GC.
 
 use crate::model::{Claim, ClaimAs, ClaimOutcome};
+use crate::store::ClusterStore;
 use crate::*;
 use ipnet::IpNet;
 use serde_json::json;
@@ -8,8 +9,19 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 fn ipam(dir: &std::path::Path, pools: serde_json::Value, reservation: Reservation) -> Ipam {
-    let cfg = IpamConfig::parse(&json!({"type": "podnet-ipam", "node": "n1", "pools": pools}), Some(dir)).unwrap();
+    let cfg = parse_sequential(json!({"type": "podnet-ipam", "node": "n1", "pools": pools}), Some(dir));
     Ipam::local(cfg, "net", reservation)
+}
+
+/// Parse an `ipam` object, its overlay pools leasing blocks from the pool's start up: these tests
+/// name the blocks and addresses they expect.
+fn parse_sequential(mut v: serde_json::Value, dir: Option<&std::path::Path>) -> IpamConfig {
+    for p in v["pools"].as_array_mut().into_iter().flatten() {
+        if p.get("source").is_none_or(|s| s == "overlay") {
+            p["blockOrder"] = json!("sequential");
+        }
+    }
+    IpamConfig::parse(&v, dir).unwrap()
 }
 
 fn pod(ns: &str) -> PodInfo {
@@ -130,11 +142,10 @@ fn a_corrupt_record_is_reported_never_read_as_empty() {
 #[test]
 fn a_lease_the_node_store_lost_is_adopted_and_handed_back() {
     let d = tempfile::tempdir().unwrap();
-    let cfg = IpamConfig::parse(
-        &json!({"node": "n1", "emptyBlockGraceSeconds": 0, "pools": [{"name": "p", "cidr": "10.1.0.0/24", "blockSize": 29}]}),
+    let cfg = parse_sequential(
+        json!({"node": "n1", "emptyBlockGraceSeconds": 0, "pools": [{"name": "p", "cidr": "10.1.0.0/24", "blockSize": 29}]}),
         Some(d.path()),
-    )
-    .unwrap();
+    );
     let ipam = Ipam::local(cfg, "net", Reservation::None);
     for i in 0..9 {
         ipam.allocate(&Handle::new(&format!("c{i}"), "eth0"), &pod("x")).unwrap();
@@ -155,11 +166,10 @@ fn a_lease_the_node_store_lost_is_adopted_and_handed_back() {
 fn empty_blocks_go_back_after_the_grace_time_and_only_then() {
     let d = tempfile::tempdir().unwrap();
     let mk = |grace: u64| {
-        let cfg = IpamConfig::parse(
-            &json!({"node": "n1", "emptyBlockGraceSeconds": grace, "pools": [{"name": "p", "cidr": "10.1.0.0/24", "blockSize": 29}]}),
+        let cfg = parse_sequential(
+            json!({"node": "n1", "emptyBlockGraceSeconds": grace, "pools": [{"name": "p", "cidr": "10.1.0.0/24", "blockSize": 29}]}),
             Some(d.path()),
-        )
-        .unwrap();
+        );
         Ipam::local(cfg, "net", Reservation::GatewayPerBlock)
     };
     let ipam = mk(0);
@@ -181,13 +191,12 @@ fn empty_blocks_go_back_after_the_grace_time_and_only_then() {
 
 /// Node `node` of a cluster sharing the local store under `root`, routed (every address usable).
 fn node_ipam(root: &std::path::Path, node: &str, borrowing: bool) -> Ipam {
-    let cfg = IpamConfig::parse(
-        &json!({"node": node, "dataDir": root.join(node), "emptyBlockGraceSeconds": 0,
+    let cfg = parse_sequential(
+        json!({"node": node, "dataDir": root.join(node), "emptyBlockGraceSeconds": 0,
             "store": {"type": "local", "path": root.join("cluster")},
             "pools": [{"name": "p", "cidr": "10.2.0.0/29", "blockSize": 30, "allowBorrowing": borrowing}]}),
         None,
-    )
-    .unwrap();
+    );
     Ipam::local(cfg, "net", Reservation::None)
 }
 
@@ -361,11 +370,10 @@ fn every_allocation_and_release_passes_through_the_journal_in_the_same_write() {
     let events = d.path().join("events");
     std::fs::create_dir(&events).unwrap();
     let rec = std::sync::Arc::new(Recording { seen: Default::default(), dir: events.clone() });
-    let cfg = IpamConfig::parse(
-        &json!({"node": "n1", "pools": [{"name": "p", "cidr": "10.1.0.0/24", "blockSize": 26}]}),
+    let cfg = parse_sequential(
+        json!({"node": "n1", "pools": [{"name": "p", "cidr": "10.1.0.0/24", "blockSize": 26}]}),
         Some(d.path()),
-    )
-    .unwrap();
+    );
     let ipam = Ipam::local(cfg, "net", Reservation::None).with_journal(rec.clone());
     for c in ["a", "b", "c", "d"] {
         ipam.allocate(&Handle::new(c, "eth0"), &pod("x")).unwrap();
@@ -398,4 +406,72 @@ fn every_allocation_and_release_passes_through_the_journal_in_the_same_write() {
     // What the journal added to each batch was written with it.
     assert_eq!(list_dir_names(&events).len(), seen.len());
     assert!(ipam.allocations().unwrap().is_empty());
+}
+
+/// Node `node` on a shared local store, its pool in the default (spread) block order.
+fn spread_node(root: &std::path::Path, node: &str) -> Ipam {
+    let cfg = IpamConfig::parse(
+        &json!({"node": node, "dataDir": root.join(node), "emptyBlockGraceSeconds": 0,
+            "store": {"type": "local", "path": root.join("cluster")},
+            "pools": [{"name": "p", "cidr": "10.3.0.0/16", "blockSize": 26}]}),
+        None,
+    )
+    .unwrap();
+    Ipam::local(cfg, "net", Reservation::None)
+}
+
+#[test]
+fn nodes_lease_in_orders_of_their_own_and_get_their_block_back() {
+    let d = tempfile::tempdir().unwrap();
+    let pool: IpNet = "10.3.0.0/16".parse().unwrap();
+    let nodes: Vec<Ipam> = (0..8).map(|i| spread_node(d.path(), &format!("node-{i}"))).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        let got = n.allocate(&Handle::new("c", "eth0"), &pod("x")).unwrap();
+        let first = addr::block_order(pool, 26, &format!("node-{i}")).next().unwrap();
+        // Its own first block, unless another node's order reached it first.
+        let blocks = n.node_store().blocks().unwrap();
+        assert_eq!(blocks.len(), 1);
+        if blocks[0] != first {
+            assert!(n.leases().unwrap().iter().any(|l| l.block == first && l.node != format!("node-{i}")), "node-{i}");
+        }
+        assert!(blocks[0].contains(&got.allocations[0].address.addr()));
+    }
+    let leases = nodes[0].leases().unwrap();
+    assert_eq!(leases.iter().map(|l| l.block).collect::<HashSet<_>>().len(), 8, "distinct blocks");
+    // Emptied and handed back, the block comes back to the same node when it leases again.
+    let n = &nodes[3];
+    let mine = n.node_store().blocks().unwrap()[0];
+    n.release(&Handle::new("c", "eth0")).unwrap();
+    assert_eq!(n.release_empty_blocks().unwrap(), vec![mine]);
+    n.allocate(&Handle::new("d", "eth0"), &pod("x")).unwrap();
+    assert_eq!(n.node_store().blocks().unwrap(), vec![mine]);
+}
+
+#[test]
+fn a_block_taken_meanwhile_or_holding_claims_is_passed_over_in_one_request() {
+    let d = tempfile::tempdir().unwrap();
+    let pool_cfg = json!({"node": "a", "pools": [{"name": "p", "cidr": "10.4.0.0/24", "blockSize": 26}]});
+    let cfg = IpamConfig::parse(&pool_cfg, Some(d.path())).unwrap();
+    let pool = &cfg.pools[0];
+    let store = LocalStore::new(d.path().join("cluster"), "net");
+    let deadline = Deadline::new(std::time::Duration::from_secs(5));
+    let blocks: Vec<IpNet> = (0..4).map(|n| addr::nth_block(pool.cidr(), 26, n)).collect();
+    // Block 0 is leased by another node, block 1 holds a claim left by a released lender.
+    assert!(matches!(store.lease_one_of(pool, "other", &blocks[..1], &deadline).unwrap(), LeaseAttempt::Leased(_)));
+    let stray = Claim::new("10.4.0.70".parse().unwrap(), blocks[1], "gone", &Handle::new("x", "eth0"));
+    std::fs::create_dir_all(d.path().join("cluster/net/claims").join(addr::net_to_file_name(blocks[1]))).unwrap();
+    podnet_fsio::atomic_write(
+        &d.path().join("cluster/net/claims").join(addr::net_to_file_name(blocks[1])),
+        "10.4.0.70",
+        &podnet_fsio::encode_record(&stray),
+    )
+    .unwrap();
+    match store.lease_one_of(pool, "a", &blocks, &deadline).unwrap() {
+        LeaseAttempt::Leased(l) => assert_eq!(l.block, blocks[2], "the first free block"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.lease_one_of(pool, "a", &blocks[..2], &deadline).unwrap(),
+        LeaseAttempt::Taken { claimed: vec![blocks[1]] }
+    );
 }

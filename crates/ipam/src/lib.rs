@@ -41,7 +41,7 @@ pub use release::NodeRelease;
 pub use source::range_span;
 pub use span::{Addresses, Dataplane, Reservation, Span};
 pub use store::local::LocalStore;
-pub use store::{ClusterStore, Deadline, LeaseEvent, LeaseSnapshot, LeaseWatch, WatchError};
+pub use store::{ClusterStore, Deadline, LeaseAttempt, LeaseEvent, LeaseSnapshot, LeaseWatch, WatchError};
 
 #[cfg(test)]
 mod ipam_tests;

@@ -17,11 +17,10 @@ use etcd_client::{
     Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions, WatchStream,
 };
 use ipnet::IpNet;
-use podnet_ipam::addr::{block_count, net_from_file_name, net_to_file_name, nth_block};
+use podnet_ipam::addr::{net_from_file_name, net_to_file_name};
 use podnet_ipam::config::{EtcdConfig, Pool};
 use podnet_ipam::model::{now_rfc3339, BlockLease, BlockRelease, Claim, ClaimAs, ClaimOutcome};
-use podnet_ipam::{ClusterStore, Deadline, IpamError, LeaseEvent, LeaseSnapshot, LeaseWatch, WatchError};
-use std::collections::HashSet;
+use podnet_ipam::{ClusterStore, Deadline, IpamError, LeaseAttempt, LeaseEvent, LeaseSnapshot, LeaseWatch, WatchError};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -206,6 +205,30 @@ impl EtcdStore {
         format!("{}{}/", self.claims_prefix, net_to_file_name(block))
     }
 
+    /// One transaction that leases the first of `leases` whose block is free: create-if-absent
+    /// and no claims, else (nested) the next. Each level's else branch reads its lease key and
+    /// one of its claim keys, so the answer tells what stood in the way.
+    fn lease_attempt(&self, leases: &[BlockLease]) -> Txn {
+        let (lease, rest) = leases.split_first().expect("at least one candidate");
+        let key = self.lease_key(lease.block);
+        let claims = self.block_claims_prefix(lease.block);
+        let value = serde_json::to_vec(lease).expect("leases serialize");
+        let mut otherwise = vec![
+            TxnOp::get(key.clone(), None),
+            TxnOp::get(claims.clone(), Some(GetOptions::new().with_prefix().with_keys_only().with_limit(1))),
+        ];
+        if !rest.is_empty() {
+            otherwise.push(TxnOp::txn(self.lease_attempt(rest)));
+        }
+        Txn::new()
+            .when([
+                Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                Compare::create_revision(claims, CompareOp::Equal, 0).with_prefix(),
+            ])
+            .and_then([TxnOp::put(key, value, None)])
+            .or_else(otherwise)
+    }
+
     fn decode_claim(&self, kv: &KeyValue) -> Result<Claim, IpamError> {
         let key = kv.key_str().unwrap_or_default().to_string();
         let claim: Claim = serde_json::from_slice(kv.value()).map_err(|e| IpamError::Corrupt {
@@ -330,50 +353,74 @@ impl LeaseWatch for EtcdLeaseWatch {
 }
 
 impl ClusterStore for EtcdStore {
-    fn leased_blocks(&self, pool: &Pool, node: &str, deadline: &Deadline) -> Result<Vec<BlockLease>, IpamError> {
-        let (all, _) = self.read_all(deadline)?;
-        Ok(all.into_iter().map(|(l, _)| l).filter(|l| l.node == node && pool.cidr().contains(&l.block)).collect())
-    }
-
-    fn lease_block(&self, pool: &Pool, node: &str, deadline: &Deadline) -> Result<Option<BlockLease>, IpamError> {
-        let mut taken: HashSet<IpNet> = self.read_all(deadline)?.0.into_iter().map(|(l, _)| l.block).collect();
-        let count = block_count(pool.cidr(), pool.block_len);
-        let mut n: u128 = 0;
-        while n < count {
-            let block = nth_block(pool.cidr(), pool.block_len, n);
-            n += 1;
-            if taken.contains(&block) {
-                continue;
-            }
-            let lease =
-                BlockLease { block, pool: pool.name().to_string(), node: node.to_string(), leased_at: now_rfc3339() };
-            let key = self.lease_key(block);
-            let value = serde_json::to_vec(&lease).expect("leases serialize");
-            // Create only if absent: a node that lost the race moves on to the next block. Else
-            // read the key back: a retried request whose first attempt was applied but whose reply
-            // was lost finds its own lease there, which is a success, not a lost race.
-            // A block still holding claims (lent out by a node since released) is not free.
-            let txn = Txn::new()
-                .when([
-                    Compare::create_revision(key.clone(), CompareOp::Equal, 0),
-                    Compare::create_revision(self.block_claims_prefix(block), CompareOp::Equal, 0).with_prefix(),
-                ])
-                .and_then([TxnOp::put(key.clone(), value, None)])
-                .or_else([TxnOp::get(key, None)]);
-            let resp = self.txn(txn, deadline)?;
-            if resp.succeeded() {
-                return Ok(Some(lease));
-            }
-            let holder: Option<BlockLease> = resp.op_responses().into_iter().find_map(|r| match r {
-                TxnOpResponse::Get(g) => g.kvs().first().and_then(|kv| serde_json::from_slice(kv.value()).ok()),
-                _ => None,
-            });
-            if let Some(mine) = holder.filter(|l| l.node == node) {
-                return Ok(Some(mine));
-            }
-            taken.insert(block);
+    fn lease_one_of(
+        &self,
+        pool: &Pool,
+        node: &str,
+        candidates: &[IpNet],
+        deadline: &Deadline,
+    ) -> Result<LeaseAttempt, IpamError> {
+        let leased_at = now_rfc3339();
+        let leases: Vec<BlockLease> = candidates
+            .iter()
+            .map(|&block| BlockLease {
+                block,
+                pool: pool.name().to_string(),
+                node: node.to_string(),
+                leased_at: leased_at.clone(),
+            })
+            .collect();
+        if leases.is_empty() {
+            return Ok(LeaseAttempt::Taken { claimed: Vec::new() });
         }
-        Ok(None)
+        let resp = self.txn(self.lease_attempt(&leases), deadline)?;
+        // Walk the nested answers: the level that leased, blocks that hold claims, and a block
+        // already ours (this very request retried after its reply was lost: it was applied).
+        let (mut leased, mut ours, mut claimed) = (None, None, Vec::new());
+        let mut level = Some(resp);
+        for lease in &leases {
+            let Some(resp) = level.take() else { break };
+            if resp.succeeded() {
+                leased = Some(lease.clone());
+                break;
+            }
+            for op in resp.op_responses() {
+                match op {
+                    TxnOpResponse::Get(g)
+                        if g.kvs().first().is_some_and(|kv| kv.key() == self.lease_key(lease.block).as_bytes()) =>
+                    {
+                        let holder =
+                            g.kvs().first().and_then(|kv| serde_json::from_slice::<BlockLease>(kv.value()).ok());
+                        if ours.is_none() && holder.as_ref().is_some_and(|h| h.node == node && h.block == lease.block) {
+                            ours = holder;
+                        }
+                    }
+                    TxnOpResponse::Get(g) if !g.kvs().is_empty() => {
+                        // The claims read: only looked at when the lease key is absent.
+                        claimed.push(lease.block);
+                    }
+                    TxnOpResponse::Txn(next) => level = Some(next),
+                    _ => {}
+                }
+            }
+        }
+        match (ours, leased) {
+            (Some(ours), Some(extra)) => {
+                // Both: hand the extra one back at once rather than hold two blocks.
+                let key = self.lease_key(extra.block);
+                let value = serde_json::to_vec(&extra).expect("leases serialize");
+                let undo = Txn::new()
+                    .when([Compare::value(key.clone(), CompareOp::Equal, value)])
+                    .and_then([TxnOp::delete(key, None)]);
+                if let Err(e) = self.txn(undo, deadline) {
+                    tracing::warn!(block = %extra.block, error = %e, "a second lease of one request stays; GC hands it back");
+                }
+                Ok(LeaseAttempt::Leased(ours))
+            }
+            (Some(ours), None) => Ok(LeaseAttempt::Leased(ours)),
+            (None, Some(lease)) => Ok(LeaseAttempt::Leased(lease)),
+            (None, None) => Ok(LeaseAttempt::Taken { claimed }),
+        }
     }
 
     fn release_block(

@@ -3,8 +3,8 @@
 //! `<path>/<network>/lending/`), written atomically under a lock.
 //! Several simulated nodes on one machine can share its directory.
 
-use super::{ClusterStore, Deadline, LeaseEvent, LeaseSnapshot, LeaseWatch, WatchError};
-use crate::addr::{block_count, net_from_file_name, net_to_file_name, nth_block};
+use super::{ClusterStore, Deadline, LeaseAttempt, LeaseEvent, LeaseSnapshot, LeaseWatch, WatchError};
+use crate::addr::{net_from_file_name, net_to_file_name};
 use crate::config::Pool;
 use crate::error::IpamError;
 use crate::model::{now_rfc3339, BlockLease, BlockRelease, Claim, ClaimAs, ClaimOutcome};
@@ -12,7 +12,6 @@ use ipnet::IpNet;
 use podnet_fsio::{
     atomic_write, encode_record, ensure_dir, list_locked, read_record, remove, sync_dir, StoreLock, LOCK_WAIT,
 };
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -67,42 +66,30 @@ impl LocalStore {
 }
 
 impl ClusterStore for LocalStore {
-    fn leased_blocks(&self, pool: &Pool, node: &str, _: &Deadline) -> Result<Vec<BlockLease>, IpamError> {
-        if !self.exists() {
-            return Ok(Vec::new());
-        }
+    fn lease_one_of(
+        &self,
+        pool: &Pool,
+        node: &str,
+        candidates: &[IpNet],
+        _: &Deadline,
+    ) -> Result<LeaseAttempt, IpamError> {
         let _l = self.lock()?;
-        Ok(self.read_all()?.into_iter().filter(|l| l.node == node && pool.cidr().contains(&l.block)).collect())
-    }
-
-    fn lease_block(&self, pool: &Pool, node: &str, _: &Deadline) -> Result<Option<BlockLease>, IpamError> {
-        let _l = self.lock()?;
-        // Names alone say which blocks are taken, so a lease costs no reads of other nodes' records.
-        let mut taken: HashSet<IpNet> =
-            list_locked(&self.blocks_dir())?.iter().filter_map(|n| net_from_file_name(n)).collect();
-        // Addresses lent out by a node since released keep their block until they are released.
-        for block in list_locked(&self.dir.join("claims"))?.iter().filter_map(|n| net_from_file_name(n)) {
+        let mut claimed = Vec::new();
+        for &block in candidates {
+            if !pool.cidr().contains(&block) || self.blocks_dir().join(net_to_file_name(block)).exists() {
+                continue;
+            }
+            // Addresses lent out by a node since released keep their block until they are released.
             if !list_locked(&self.claims_dir(block))?.is_empty() {
-                taken.insert(block);
+                claimed.push(block);
+                continue;
             }
+            let lease =
+                BlockLease { block, pool: pool.name().to_string(), node: node.to_string(), leased_at: now_rfc3339() };
+            atomic_write(&self.blocks_dir(), &net_to_file_name(block), &encode_record(&lease))?;
+            return Ok(LeaseAttempt::Leased(lease));
         }
-        let count = block_count(pool.cidr(), pool.block_len);
-        let mut n: u128 = 0;
-        while n < count {
-            let block = nth_block(pool.cidr(), pool.block_len, n);
-            if !taken.contains(&block) {
-                let lease = BlockLease {
-                    block,
-                    pool: pool.name().to_string(),
-                    node: node.to_string(),
-                    leased_at: now_rfc3339(),
-                };
-                atomic_write(&self.blocks_dir(), &net_to_file_name(block), &encode_record(&lease))?;
-                return Ok(Some(lease));
-            }
-            n += 1;
-        }
-        Ok(None)
+        Ok(LeaseAttempt::Taken { claimed })
     }
 
     fn release_block(
@@ -282,12 +269,19 @@ mod tests {
         let pool = &cfg.pools[0];
         let store = LocalStore::new(d.path().join("cluster"), "net");
         let deadline = Deadline::new(Duration::from_secs(5));
-        let first = store.lease_block(pool, "a", &deadline).unwrap().unwrap();
+        let lease = |node: &str, n: u128| match store
+            .lease_one_of(pool, node, &[crate::addr::nth_block(pool.cidr(), 26, n)], &deadline)
+            .unwrap()
+        {
+            LeaseAttempt::Leased(l) => l,
+            other => panic!("{other:?}"),
+        };
+        let first = lease("a", 0);
         let snapshot = store.lease_snapshot(&deadline).unwrap();
         assert_eq!(snapshot.leases, vec![first.clone()]);
         let mut watch = store.watch_leases(&snapshot, Duration::from_millis(10)).unwrap();
         assert!(watch.next(Duration::from_millis(30)).unwrap().is_empty(), "nothing changed yet");
-        let second = store.lease_block(pool, "b", &deadline).unwrap().unwrap();
+        let second = lease("b", 1);
         assert_eq!(watch.next(Duration::from_secs(2)).unwrap(), vec![LeaseEvent::Leased(second.clone())]);
         store.release_block(first.block, "a", false, &deadline).unwrap();
         assert_eq!(watch.next(Duration::from_secs(2)).unwrap(), vec![LeaseEvent::Released(first.block)]);

@@ -82,12 +82,29 @@ pub trait LeaseWatch: Send {
     fn next(&mut self, timeout: Duration) -> Result<Vec<LeaseEvent>, WatchError>;
 }
 
+/// What [`ClusterStore::lease_one_of`] got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseAttempt {
+    Leased(BlockLease),
+    /// Every candidate was leased meanwhile, or still holds claims: those are listed, since
+    /// the leases do not show them (lent out by a node since released; not free until the
+    /// claims go).
+    Taken {
+        claimed: Vec<IpNet>,
+    },
+}
+
 pub trait ClusterStore: Send + Sync {
-    /// Blocks of `pool` leased to `node` (a node adopts these after a crash between lease and record).
-    fn leased_blocks(&self, pool: &Pool, node: &str, deadline: &Deadline) -> Result<Vec<BlockLease>, IpamError>;
-    /// Lease a free block of `pool` to `node`; `None` when every block is leased. A block that
-    /// still has claimed addresses (lent out by a node since released) is not free.
-    fn lease_block(&self, pool: &Pool, node: &str, deadline: &Deadline) -> Result<Option<BlockLease>, IpamError>;
+    /// Lease the first of `candidates` (blocks of `pool`) that is free to `node`, in one
+    /// request: create-if-absent, and only while the block holds no claims. A request retried
+    /// after its reply was lost finds its own lease and counts it as leased.
+    fn lease_one_of(
+        &self,
+        pool: &Pool,
+        node: &str,
+        candidates: &[IpNet],
+        deadline: &Deadline,
+    ) -> Result<LeaseAttempt, IpamError>;
     /// Hand a block back; only its owner may, and only while none of its addresses is claimed,
     /// unless `even_if_claimed` (a dead node's blocks: the next owner respects the claims).
     fn release_block(
