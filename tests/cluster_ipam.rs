@@ -445,11 +445,12 @@ fn borrowing_through_an_etcd_outage_del_succeeds_and_gc_gives_the_claim_back() {
     assert!(until_not_11(|| node.add("a1", &pods[10], &a)).ok, "the freed address is usable again");
 }
 
-/// The store contract a long-running agent uses: every lease at a revision, then the changes
-/// after it from an etcd watch; a watch from a compacted revision says so (re-list).
+/// The store contract a long-running agent uses: every lease and node record at a revision, then
+/// the changes after it from an etcd watch (a node record bound to an etcd lease goes when it is
+/// not renewed); a watch from a compacted revision says so (re-list).
 #[test]
-fn etcd_snapshot_then_watch_follows_leases_and_reports_compaction() {
-    use podnet_ipam::{ClusterStore, Deadline, LeaseEvent, WatchError};
+fn etcd_snapshot_then_watch_follows_leases_and_nodes_and_reports_compaction() {
+    use podnet_ipam::{ClusterEvent, ClusterStore, Deadline, NodeRecord, WatchError};
     use std::time::Duration;
     let node = Node::new();
     let etcd = Etcd::start_in(&node.ns);
@@ -470,8 +471,8 @@ fn etcd_snapshot_then_watch_follows_leases_and_reports_compaction() {
     };
     let (first, snapshot, mut watch) = in_netns(&node.ns, || {
         let first = lease(&a.pools[0], "a", 0);
-        let snapshot = shared.lease_snapshot(&deadline()).unwrap();
-        let watch = shared.watch_leases(&snapshot, Duration::from_secs(1)).unwrap();
+        let snapshot = shared.cluster_snapshot(&deadline()).unwrap();
+        let watch = shared.watch(&snapshot, Duration::from_secs(1), Duration::from_secs(2)).unwrap();
         (first, snapshot, watch)
     });
     assert_eq!(snapshot.leases, vec![first.clone()]);
@@ -488,8 +489,35 @@ fn etcd_snapshot_then_watch_follows_leases_and_reports_compaction() {
             break;
         }
     }
-    assert_eq!(seen, vec![LeaseEvent::Leased(second), LeaseEvent::Released(first.block)]);
+    assert_eq!(seen, vec![ClusterEvent::Leased(second), ClusterEvent::Released(first.block)]);
     assert!(shared.requests() - before <= 4, "the watch itself made no requests");
+    // A node record on a 2 s etcd lease: it comes, is renewed, and goes once renewals stop.
+    let record = NodeRecord {
+        node: "b".into(),
+        ip: "198.18.0.9".parse().unwrap(),
+        ipv6: None,
+        encap: "vxlan".into(),
+        vtep_mac: Some("02:00:00:00:00:09".into()),
+        vtep_ip: Some("198.18.0.9".parse().unwrap()),
+        started_at: "2026-11-30T00:00:00Z".into(),
+        heartbeat_at: None,
+    };
+    let lease_id = in_netns(&node.ns, || shared.put_node(&record, Duration::from_secs(2), &deadline()).unwrap());
+    let next = |watch: &mut Box<dyn podnet_ipam::ClusterWatch>| {
+        (0..20).find_map(|_| Some(watch.next(Duration::from_millis(500)).unwrap()).filter(|e| !e.is_empty())).unwrap()
+    };
+    assert_eq!(next(&mut watch), vec![ClusterEvent::NodeUp(record.clone())]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let renewed =
+        in_netns(&node.ns, || shared.renew_node(lease_id, &record, Duration::from_secs(2), &deadline()).unwrap());
+    assert_eq!(renewed, lease_id, "renewed in time: the same lease");
+    assert_eq!(next(&mut watch), vec![ClusterEvent::NodeGone("b".into())], "not renewed again: gone");
+    assert_eq!(in_netns(&node.ns, || shared.cluster_snapshot(&deadline()).unwrap()).nodes, vec![]);
+    // Renewing an expired record puts it back under a new lease.
+    let again =
+        in_netns(&node.ns, || shared.renew_node(lease_id, &record, Duration::from_secs(5), &deadline()).unwrap());
+    assert_ne!(again, lease_id);
+    assert_eq!(next(&mut watch), vec![ClusterEvent::NodeUp(record.clone())]);
     // Compact past the snapshot: a watch from it must re-list.
     let url = etcd.url();
     in_netns(&node.ns, || {
@@ -500,7 +528,8 @@ fn etcd_snapshot_then_watch_follows_leases_and_reports_compaction() {
             c.compact(rev, None).await.unwrap();
         });
     });
-    let mut stale = in_netns(&node.ns, || shared.watch_leases(&snapshot, Duration::from_secs(1)).unwrap());
+    let mut stale =
+        in_netns(&node.ns, || shared.watch(&snapshot, Duration::from_secs(1), Duration::from_secs(2)).unwrap());
     let got = stale.next(Duration::from_secs(5));
     assert!(matches!(got, Err(WatchError::Compacted)), "{:?}", got.map(|_| ()));
 }

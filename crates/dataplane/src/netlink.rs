@@ -89,7 +89,7 @@ impl Netlink {
     }
 
     /// Send one request and collect its replies until the ACK (or DONE for dumps).
-    fn request(
+    pub(crate) fn request(
         &mut self,
         op: impl Fn() -> String,
         msg: RouteNetlinkMessage,
@@ -145,7 +145,7 @@ impl Netlink {
         }
     }
 
-    fn ack(&mut self, op: impl Fn() -> String, msg: RouteNetlinkMessage, flags: u16) -> NlResult<()> {
+    pub(crate) fn ack(&mut self, op: impl Fn() -> String, msg: RouteNetlinkMessage, flags: u16) -> NlResult<()> {
         self.request(op, msg, NLM_F_ACK | flags).map(|_| ())
     }
 
@@ -426,7 +426,7 @@ pub struct VethSpec {
     pub mtu: u32,
 }
 
-fn family(ip: IpAddr) -> AddressFamily {
+pub(crate) fn family(ip: IpAddr) -> AddressFamily {
     if ip.is_ipv4() {
         AddressFamily::Inet
     } else {
@@ -434,14 +434,14 @@ fn family(ip: IpAddr) -> AddressFamily {
     }
 }
 
-fn route_addr(ip: IpAddr) -> RouteAddress {
+pub(crate) fn route_addr(ip: IpAddr) -> RouteAddress {
     match ip {
         IpAddr::V4(a) => RouteAddress::Inet(a),
         IpAddr::V6(a) => RouteAddress::Inet6(a),
     }
 }
 
-fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
+pub(crate) fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
     match a {
         RouteAddress::Inet(a) => Some(IpAddr::V4(*a)),
         RouteAddress::Inet6(a) => Some(IpAddr::V6(*a)),
@@ -449,7 +449,7 @@ fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-fn link_of(m: RouteNetlinkMessage) -> Option<Link> {
+pub(crate) fn link_of(m: RouteNetlinkMessage) -> Option<Link> {
     let RouteNetlinkMessage::NewLink(l) = m else { return None };
     let mut link = Link {
         index: l.header.index,

@@ -36,12 +36,15 @@ pub use commit::{Allocated, Pending, Published};
 pub use config::{IpamConfig, Pool, Source};
 pub use error::IpamError;
 pub use ipam::Ipam;
-pub use model::{Allocation, BlockLease, Handle, PodInfo};
+pub use model::{Allocation, BlockLease, Handle, NodeRecord, PodInfo};
 pub use release::NodeRelease;
 pub use source::range_span;
 pub use span::{Addresses, Dataplane, Reservation, Span};
 pub use store::local::LocalStore;
-pub use store::{ClusterStore, Deadline, LeaseAttempt, LeaseEvent, LeaseSnapshot, LeaseWatch, WatchError};
+pub use store::{
+    ClusterEvent, ClusterSnapshot, ClusterStore, ClusterWatch, Deadline, LeaseAttempt, LeaseSnapshot, NodeLease,
+    WatchError,
+};
 
 #[cfg(test)]
 mod ipam_tests;

@@ -130,3 +130,41 @@ pub enum BlockRelease {
     /// Addresses of the block are claimed (lent to other nodes, or stale claims GC will clear).
     Claimed,
 }
+
+/// A node as its agent announces it in the cluster store (`<prefix>/<network>/nodes/<node>`):
+/// where its blocks are reached. etcd keeps it only while the agent renews its lease; the local
+/// store keeps the time of the last renewal, and a reader counts a record older than the TTL as
+/// a dead node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRecord {
+    pub node: String,
+    /// The node's address on its uplink: the next hop for its blocks, and its VTEP's outer address.
+    pub ip: IpAddr,
+    /// The node's IPv6 address, the next hop for its IPv6 blocks where routes are direct.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<IpAddr>,
+    /// `none`, `vxlan` or `auto`.
+    pub encap: String,
+    /// The node's VXLAN device, when it has one.
+    #[serde(default)]
+    pub vtep_mac: Option<String>,
+    /// The next hop for the node's IPv4 blocks over VXLAN.
+    #[serde(default)]
+    pub vtep_ip: Option<IpAddr>,
+    pub started_at: String,
+    /// Local store only: the last renewal (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_at: Option<String>,
+}
+
+impl NodeRecord {
+    /// Whether the record still stands at `now` for a node TTL of `ttl`: an etcd record exists
+    /// only while alive; a local one must have been renewed within the TTL.
+    pub fn is_live(&self, now: std::time::SystemTime, ttl: std::time::Duration) -> bool {
+        match &self.heartbeat_at {
+            None => true,
+            Some(t) => humantime::parse_rfc3339(t).is_ok_and(|beat| beat + ttl > now),
+        }
+    }
+}

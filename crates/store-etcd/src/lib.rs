@@ -13,14 +13,18 @@
 //! broken connection is rebuilt on the next call. A watch gets a connection of its own.
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue, TlsOptions,
-    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions, WatchStream,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue, PutOptions,
+    TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions, WatchStream,
 };
 use ipnet::IpNet;
 use podnet_ipam::addr::{net_from_file_name, net_to_file_name};
 use podnet_ipam::config::{EtcdConfig, Pool};
+use podnet_ipam::model::NodeRecord;
 use podnet_ipam::model::{now_rfc3339, BlockLease, BlockRelease, Claim, ClaimAs, ClaimOutcome};
-use podnet_ipam::{ClusterStore, Deadline, IpamError, LeaseAttempt, LeaseEvent, LeaseSnapshot, LeaseWatch, WatchError};
+use podnet_ipam::{
+    ClusterEvent, ClusterSnapshot, ClusterStore, ClusterWatch, Deadline, IpamError, LeaseAttempt, LeaseSnapshot,
+    NodeLease, WatchError,
+};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -60,9 +64,12 @@ pub struct EtcdStore {
     /// holds, calls fail at once with code 11 instead of each waiting `timeoutMs` (some under the
     /// node lock, which DEL also needs).
     outage_note: Option<std::path::PathBuf>,
+    /// `<prefix>/<network>/`: everything of the network, which a watch follows.
+    network_prefix: String,
     blocks_prefix: String,
     claims_prefix: String,
     lending_prefix: String,
+    nodes_prefix: String,
     conn: Mutex<Option<Conn>>,
     requests: AtomicUsize,
 }
@@ -73,9 +80,11 @@ impl EtcdStore {
         EtcdStore {
             cfg,
             outage_note,
+            network_prefix: format!("{base}/"),
             blocks_prefix: format!("{base}/blocks/"),
             claims_prefix: format!("{base}/claims/"),
             lending_prefix: format!("{base}/lending/"),
+            nodes_prefix: format!("{base}/nodes/"),
             conn: Mutex::new(None),
             requests: AtomicUsize::new(0),
         }
@@ -302,16 +311,17 @@ fn connect(cfg: &EtcdConfig, left: Duration) -> Result<Conn, Failure> {
     Ok((rt, client))
 }
 
-/// Lease changes from an etcd watch on the blocks prefix, on a connection of its own (a watch
-/// waits long; the store's connection serves short calls).
-struct EtcdLeaseWatch {
+/// Changes from an etcd watch on the network's prefix (leases and node records), on a
+/// connection of its own (a watch waits long; the store's connection serves short calls).
+struct EtcdWatch {
     conn: Conn,
     stream: WatchStream,
-    prefix: String,
+    blocks_prefix: String,
+    nodes_prefix: String,
 }
 
-impl LeaseWatch for EtcdLeaseWatch {
-    fn next(&mut self, timeout: Duration) -> Result<Vec<LeaseEvent>, WatchError> {
+impl ClusterWatch for EtcdWatch {
+    fn next(&mut self, timeout: Duration) -> Result<Vec<ClusterEvent>, WatchError> {
         let until = std::time::Instant::now() + timeout;
         let (rt, _) = &self.conn;
         // The watch's creation and progress notices carry no events: keep waiting for some.
@@ -338,17 +348,79 @@ impl LeaseWatch for EtcdLeaseWatch {
         for ev in resp.events() {
             let Some(kv) = ev.kv() else { continue };
             let key = kv.key_str().unwrap_or_default();
-            let Some(block) = net_from_file_name(key.trim_start_matches(&self.prefix)) else { continue };
-            match ev.event_type() {
-                EventType::Put => match serde_json::from_slice::<BlockLease>(kv.value()) {
-                    Ok(lease) if lease.block == block => out.push(LeaseEvent::Leased(lease)),
-                    // A value that does not decode leases nothing a route could be made for.
-                    _ => tracing::warn!(key, "a lease in etcd does not decode; ignored until rewritten"),
-                },
-                EventType::Delete => out.push(LeaseEvent::Released(block)),
+            if let Some(name) = key.strip_prefix(&self.blocks_prefix) {
+                let Some(block) = net_from_file_name(name) else { continue };
+                match ev.event_type() {
+                    EventType::Put => match serde_json::from_slice::<BlockLease>(kv.value()) {
+                        Ok(lease) if lease.block == block => out.push(ClusterEvent::Leased(lease)),
+                        // A value that does not decode leases nothing a route could be made for.
+                        _ => tracing::warn!(key, "a lease in etcd does not decode; ignored until rewritten"),
+                    },
+                    EventType::Delete => out.push(ClusterEvent::Released(block)),
+                }
+            } else if let Some(node) = key.strip_prefix(&self.nodes_prefix) {
+                match ev.event_type() {
+                    EventType::Put => match serde_json::from_slice::<NodeRecord>(kv.value()) {
+                        Ok(r) if r.node == node => out.push(ClusterEvent::NodeUp(r)),
+                        _ => tracing::warn!(key, "a node record in etcd does not decode; ignored until rewritten"),
+                    },
+                    EventType::Delete => out.push(ClusterEvent::NodeGone(node.to_string())),
+                }
             }
         }
         Ok(out)
+    }
+}
+
+impl EtcdStore {
+    fn node_key(&self, node: &str) -> String {
+        format!("{}{node}", self.nodes_prefix)
+    }
+
+    fn decode_nodes(&self, kvs: &[KeyValue]) -> Vec<NodeRecord> {
+        kvs.iter()
+            .filter_map(|kv| {
+                let key = kv.key_str().ok()?;
+                match serde_json::from_slice::<NodeRecord>(kv.value()) {
+                    Ok(r) if key.strip_prefix(&self.nodes_prefix) == Some(r.node.as_str()) => Some(r),
+                    _ => {
+                        tracing::warn!(key, "a node record in etcd does not decode; ignored until rewritten");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn decode_leases(&self, kvs: &[KeyValue]) -> Result<Vec<BlockLease>, IpamError> {
+        kvs.iter()
+            .map(|kv| {
+                let key = kv.key_str().unwrap_or_default().to_string();
+                let lease: BlockLease = serde_json::from_slice(kv.value()).map_err(|e| IpamError::Corrupt {
+                    path: key.clone().into(),
+                    why: format!("etcd value does not decode: {e}"),
+                })?;
+                if net_from_file_name(key.trim_start_matches(&self.blocks_prefix)) != Some(lease.block) {
+                    return Err(IpamError::Corrupt {
+                        path: key.into(),
+                        why: format!("holds block {} under another key", lease.block),
+                    });
+                }
+                Ok(lease)
+            })
+            .collect()
+    }
+
+    /// Grant a lease of `ttl` and put the record under it.
+    fn grant_and_put(&self, record: &NodeRecord, ttl: Duration, deadline: &Deadline) -> Result<NodeLease, IpamError> {
+        let secs = ttl.as_secs().max(1) as i64;
+        let id = self.call(deadline, |mut c| async move { c.lease_grant(secs, None).await.map(|r| r.id()) })?;
+        let (key, value) = (self.node_key(&record.node), serde_json::to_vec(record).expect("records serialize"));
+        self.call(deadline, |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { c.put(key, value, Some(PutOptions::new().with_lease(id))).await }
+        })?;
+        Ok(NodeLease(id))
     }
 }
 
@@ -462,21 +534,91 @@ impl ClusterStore for EtcdStore {
         Ok(LeaseSnapshot { leases: all.into_iter().map(|(l, _)| l).collect(), revision })
     }
 
-    fn watch_leases(&self, snapshot: &LeaseSnapshot, _poll: Duration) -> Result<Box<dyn LeaseWatch>, IpamError> {
+    fn cluster_snapshot(&self, deadline: &Deadline) -> Result<ClusterSnapshot, IpamError> {
+        // Leases and node records in one transaction: one revision for both.
+        let (blocks, nodes) = (self.blocks_prefix.clone(), self.nodes_prefix.clone());
+        let txn = Txn::new().and_then([
+            TxnOp::get(blocks, Some(GetOptions::new().with_prefix())),
+            TxnOp::get(nodes, Some(GetOptions::new().with_prefix())),
+        ]);
+        let resp = self.txn(txn, deadline)?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let gets: Vec<Vec<KeyValue>> = resp
+            .op_responses()
+            .into_iter()
+            .filter_map(|r| match r {
+                TxnOpResponse::Get(g) => Some(g.kvs().to_vec()),
+                _ => None,
+            })
+            .collect();
+        let [leases, nodes] = gets.as_slice() else {
+            return Err(self.unavailable("etcd answered the snapshot with an unexpected shape"));
+        };
+        Ok(ClusterSnapshot { leases: self.decode_leases(leases)?, nodes: self.decode_nodes(nodes), revision })
+    }
+
+    fn watch(
+        &self,
+        snapshot: &ClusterSnapshot,
+        _poll: Duration,
+        _node_ttl: Duration,
+    ) -> Result<Box<dyn ClusterWatch>, IpamError> {
         let conn = connect(&self.cfg, self.cfg.timeout).map_err(|f| match f {
             Failure::Config(why) => IpamError::Config(format!("ipam.store: {why}")),
             Failure::Transient(why) => self.unavailable(why),
         })?;
-        let prefix = self.blocks_prefix.clone();
         let opts = WatchOptions::new().with_prefix().with_start_revision(snapshot.revision + 1);
         let (rt, client) = &conn;
         let mut client = client.clone();
+        let prefix = self.network_prefix.clone();
         self.requests.fetch_add(1, Ordering::Relaxed);
         let stream = rt
-            .block_on(async { tokio::time::timeout(self.cfg.timeout, client.watch(prefix.clone(), Some(opts))).await })
+            .block_on(async { tokio::time::timeout(self.cfg.timeout, client.watch(prefix, Some(opts))).await })
             .map_err(|_| self.unavailable("starting the watch timed out"))?
             .map_err(|e| self.unavailable(e))?;
-        Ok(Box::new(EtcdLeaseWatch { conn, stream, prefix }))
+        let (blocks_prefix, nodes_prefix) = (self.blocks_prefix.clone(), self.nodes_prefix.clone());
+        Ok(Box::new(EtcdWatch { conn, stream, blocks_prefix, nodes_prefix }))
+    }
+
+    fn put_node(&self, record: &NodeRecord, ttl: Duration, deadline: &Deadline) -> Result<NodeLease, IpamError> {
+        self.grant_and_put(record, ttl, deadline)
+    }
+
+    fn renew_node(
+        &self,
+        lease: NodeLease,
+        record: &NodeRecord,
+        ttl: Duration,
+        deadline: &Deadline,
+    ) -> Result<NodeLease, IpamError> {
+        let id = lease.0;
+        let left = self.call(deadline, |mut c| async move {
+            let renewed = async {
+                let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
+                keeper.keep_alive().await?;
+                Ok::<_, etcd_client::Error>(stream.message().await?.map(|r| r.ttl()).unwrap_or(0))
+            };
+            match renewed.await {
+                // etcd no longer knows the lease: it expired.
+                Err(etcd_client::Error::LeaseKeepAliveError(why)) if why.contains("not found") => Ok(0),
+                other => other,
+            }
+        })?;
+        if left > 0 {
+            return Ok(lease);
+        }
+        // Expired (etcd was away longer than the TTL, or restarted without it): the record went
+        // with the lease, so both are made again.
+        self.grant_and_put(record, ttl, deadline)
+    }
+
+    fn remove_node(&self, node: &str, deadline: &Deadline) -> Result<(), IpamError> {
+        let key = self.node_key(node);
+        self.call(deadline, |mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None).await }
+        })
+        .map(|_| ())
     }
 
     fn claim(&self, claim: &Claim, how: ClaimAs, deadline: &Deadline) -> Result<ClaimOutcome, IpamError> {

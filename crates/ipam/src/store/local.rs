@@ -3,11 +3,14 @@
 //! `<path>/<network>/lending/`), written atomically under a lock.
 //! Several simulated nodes on one machine can share its directory.
 
-use super::{ClusterStore, Deadline, LeaseAttempt, LeaseEvent, LeaseSnapshot, LeaseWatch, WatchError};
+use super::{
+    ClusterEvent, ClusterSnapshot, ClusterStore, ClusterWatch, Deadline, LeaseAttempt, LeaseSnapshot, NodeLease,
+    WatchError,
+};
 use crate::addr::{net_from_file_name, net_to_file_name};
 use crate::config::Pool;
 use crate::error::IpamError;
-use crate::model::{now_rfc3339, BlockLease, BlockRelease, Claim, ClaimAs, ClaimOutcome};
+use crate::model::{now_rfc3339, BlockLease, BlockRelease, Claim, ClaimAs, ClaimOutcome, NodeRecord};
 use ipnet::IpNet;
 use podnet_fsio::{
     atomic_write, encode_record, ensure_dir, list_locked, read_record, remove, sync_dir, StoreLock, LOCK_WAIT,
@@ -33,6 +36,23 @@ impl LocalStore {
     }
     fn lending_dir(&self) -> PathBuf {
         self.dir.join("lending")
+    }
+    fn nodes_dir(&self) -> PathBuf {
+        self.dir.join("nodes")
+    }
+    /// Node records, whole files (atomic renames make them safe to read unlocked); one that
+    /// does not read is skipped with a warning (it is rewritten at its next heartbeat).
+    fn read_nodes(&self) -> Vec<NodeRecord> {
+        let dir = self.nodes_dir();
+        let mut out = Vec::new();
+        for name in podnet_fsio::list(&dir).unwrap_or_default() {
+            match read_record::<NodeRecord>(&dir.join(&name)) {
+                Ok(r) if r.node == name => out.push(r),
+                Ok(_) => tracing::warn!(file = %dir.join(&name).display(), "a node record under another name; ignored"),
+                Err(e) => tracing::warn!(error = %e, "a node record does not read; ignored until rewritten"),
+            }
+        }
+        out
     }
     fn block_claims(&self, block: IpNet) -> Result<Vec<Claim>, IpamError> {
         let dir = self.claims_dir(block);
@@ -133,8 +153,45 @@ impl ClusterStore for LocalStore {
         Ok(LeaseSnapshot { leases: self.read_all()?, revision: 0 })
     }
 
-    fn watch_leases(&self, snapshot: &LeaseSnapshot, poll: Duration) -> Result<Box<dyn LeaseWatch>, IpamError> {
-        Ok(Box::new(PollingWatch { store: self.clone(), seen: snapshot.leases.clone(), poll }))
+    fn cluster_snapshot(&self, deadline: &Deadline) -> Result<ClusterSnapshot, IpamError> {
+        let leases = self.lease_snapshot(deadline)?.leases;
+        Ok(ClusterSnapshot { leases, nodes: self.read_nodes(), revision: 0 })
+    }
+
+    fn watch(
+        &self,
+        snapshot: &ClusterSnapshot,
+        poll: Duration,
+        node_ttl: Duration,
+    ) -> Result<Box<dyn ClusterWatch>, IpamError> {
+        let now = std::time::SystemTime::now();
+        let nodes = snapshot.nodes.iter().filter(|n| n.is_live(now, node_ttl)).cloned().collect();
+        Ok(Box::new(PollingWatch { store: self.clone(), leases: snapshot.leases.clone(), nodes, poll, node_ttl }))
+    }
+
+    fn put_node(&self, record: &NodeRecord, _ttl: Duration, _: &Deadline) -> Result<NodeLease, IpamError> {
+        let mut record = record.clone();
+        record.heartbeat_at = Some(now_rfc3339());
+        ensure_dir(&self.nodes_dir())?;
+        atomic_write(&self.nodes_dir(), &record.node, &encode_record(&record))?;
+        Ok(NodeLease(0))
+    }
+
+    fn renew_node(
+        &self,
+        lease: NodeLease,
+        record: &NodeRecord,
+        ttl: Duration,
+        deadline: &Deadline,
+    ) -> Result<NodeLease, IpamError> {
+        self.put_node(record, ttl, deadline).map(|_| lease)
+    }
+
+    fn remove_node(&self, node: &str, _: &Deadline) -> Result<(), IpamError> {
+        if remove(&self.nodes_dir(), node)? {
+            sync_dir(&self.nodes_dir())?;
+        }
+        Ok(())
     }
 
     fn claim(&self, claim: &Claim, how: ClaimAs, _: &Deadline) -> Result<ClaimOutcome, IpamError> {
@@ -204,32 +261,52 @@ impl ClusterStore for LocalStore {
     }
 }
 
-/// The local store has no change feed: a watch lists the leases every `poll` and reports the
-/// difference from what it saw last.
+/// The local store has no change feed: a watch reads the leases and node records every `poll`
+/// and reports the difference from what it saw last. A node record not renewed within the TTL
+/// counts as gone.
 struct PollingWatch {
     store: LocalStore,
-    seen: Vec<BlockLease>,
+    leases: Vec<BlockLease>,
+    nodes: Vec<NodeRecord>,
     poll: Duration,
+    node_ttl: Duration,
 }
 
-impl LeaseWatch for PollingWatch {
-    fn next(&mut self, timeout: Duration) -> Result<Vec<LeaseEvent>, WatchError> {
+impl ClusterWatch for PollingWatch {
+    fn next(&mut self, timeout: Duration) -> Result<Vec<ClusterEvent>, WatchError> {
         let until = Instant::now() + timeout;
         loop {
-            let now = if self.store.exists() {
+            let leases = if self.store.exists() {
                 let _l = self.store.lock().map_err(|e| WatchError::Unavailable(e.to_string()))?;
                 self.store.read_all().map_err(|e| WatchError::Unavailable(e.to_string()))?
             } else {
                 Vec::new()
             };
-            let mut events: Vec<LeaseEvent> = self
-                .seen
+            let now = std::time::SystemTime::now();
+            let nodes: Vec<NodeRecord> =
+                self.store.read_nodes().into_iter().filter(|n| n.is_live(now, self.node_ttl)).collect();
+            let mut events: Vec<ClusterEvent> = self
+                .leases
                 .iter()
-                .filter(|l| !now.iter().any(|n| n.block == l.block))
-                .map(|l| LeaseEvent::Released(l.block))
+                .filter(|l| !leases.iter().any(|n| n.block == l.block))
+                .map(|l| ClusterEvent::Released(l.block))
                 .collect();
-            events.extend(now.iter().filter(|n| !self.seen.contains(n)).cloned().map(LeaseEvent::Leased));
-            self.seen = now;
+            events.extend(leases.iter().filter(|n| !self.leases.contains(n)).cloned().map(ClusterEvent::Leased));
+            events.extend(
+                self.nodes
+                    .iter()
+                    .filter(|o| !nodes.iter().any(|n| n.node == o.node))
+                    .map(|o| ClusterEvent::NodeGone(o.node.clone())),
+            );
+            // A renewal only moves the heartbeat: not a change for watchers.
+            let same = |a: &NodeRecord, b: &NodeRecord| {
+                NodeRecord { heartbeat_at: None, ..a.clone() } == NodeRecord { heartbeat_at: None, ..b.clone() }
+            };
+            events.extend(
+                nodes.iter().filter(|n| !self.nodes.iter().any(|o| same(o, n))).cloned().map(ClusterEvent::NodeUp),
+            );
+            self.leases = leases;
+            self.nodes = nodes;
             let left = until.saturating_duration_since(Instant::now());
             if !events.is_empty() || left.is_zero() {
                 return Ok(events);
@@ -259,7 +336,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn a_polling_watch_reports_leases_and_releases_after_its_snapshot() {
+    fn a_polling_watch_reports_leases_releases_and_nodes_after_its_snapshot() {
         let d = tempfile::tempdir().unwrap();
         let cfg = IpamConfig::parse(
             &json!({"node": "a", "pools": [{"name": "p", "cidr": "10.1.0.0/24", "blockSize": 26}]}),
@@ -279,11 +356,35 @@ mod tests {
         let first = lease("a", 0);
         let snapshot = store.lease_snapshot(&deadline).unwrap();
         assert_eq!(snapshot.leases, vec![first.clone()]);
-        let mut watch = store.watch_leases(&snapshot, Duration::from_millis(10)).unwrap();
+        let snapshot = ClusterSnapshot { leases: snapshot.leases, nodes: Vec::new(), revision: 0 };
+        let mut watch = store.watch(&snapshot, Duration::from_millis(10), Duration::from_secs(20)).unwrap();
         assert!(watch.next(Duration::from_millis(30)).unwrap().is_empty(), "nothing changed yet");
         let second = lease("b", 1);
-        assert_eq!(watch.next(Duration::from_secs(2)).unwrap(), vec![LeaseEvent::Leased(second.clone())]);
+        assert_eq!(watch.next(Duration::from_secs(2)).unwrap(), vec![ClusterEvent::Leased(second.clone())]);
         store.release_block(first.block, "a", false, &deadline).unwrap();
-        assert_eq!(watch.next(Duration::from_secs(2)).unwrap(), vec![LeaseEvent::Released(first.block)]);
+        assert_eq!(watch.next(Duration::from_secs(2)).unwrap(), vec![ClusterEvent::Released(first.block)]);
+        // A node record comes and, not renewed within the TTL, goes.
+        let record = NodeRecord {
+            node: "b".into(),
+            ip: "198.18.0.2".parse().unwrap(),
+            ipv6: None,
+            encap: "none".into(),
+            vtep_mac: None,
+            vtep_ip: None,
+            started_at: now_rfc3339(),
+            heartbeat_at: None,
+        };
+        let mut watch = store
+            .watch(&store.cluster_snapshot(&deadline).unwrap(), Duration::from_millis(10), Duration::from_secs(1))
+            .unwrap();
+        store.put_node(&record, Duration::from_secs(1), &deadline).unwrap();
+        match watch.next(Duration::from_secs(2)).unwrap().as_slice() {
+            [ClusterEvent::NodeUp(r)] => assert_eq!(r.node, "b"),
+            other => panic!("{other:?}"),
+        }
+        // Renewals are not changes; a record left to go stale is.
+        store.renew_node(NodeLease(0), &record, Duration::from_secs(1), &deadline).unwrap();
+        assert!(watch.next(Duration::from_millis(300)).unwrap().is_empty());
+        assert_eq!(watch.next(Duration::from_secs(3)).unwrap(), vec![ClusterEvent::NodeGone("b".into())]);
     }
 }

@@ -11,7 +11,7 @@ pub mod local;
 
 use crate::config::Pool;
 use crate::error::IpamError;
-use crate::model::{BlockLease, BlockRelease, Claim, ClaimAs, ClaimOutcome};
+use crate::model::{BlockLease, BlockRelease, Claim, ClaimAs, ClaimOutcome, NodeRecord};
 use ipnet::IpNet;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -48,14 +48,31 @@ pub struct LeaseSnapshot {
     pub revision: i64,
 }
 
-/// One change to the leases after a snapshot.
+/// Every lease and node record of a network as of one store revision: where a watcher starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseEvent {
+pub struct ClusterSnapshot {
+    pub leases: Vec<BlockLease>,
+    pub nodes: Vec<NodeRecord>,
+    /// etcd: the revision of the read; local store: 0.
+    pub revision: i64,
+}
+
+/// One change after a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterEvent {
     /// A block was leased (or its lease rewritten).
     Leased(BlockLease),
     /// A block went back to its pool.
     Released(IpNet),
+    /// A node's record appeared or changed (or, local store, was renewed after going stale).
+    NodeUp(NodeRecord),
+    /// A node's record went: its agent stopped renewing it.
+    NodeGone(String),
 }
+
+/// A node record's hold on the cluster store: etcd's lease id (0 for the local store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeLease(pub i64);
 
 /// Why a watch ended: the caller takes a new snapshot and watches from there.
 #[derive(Debug)]
@@ -75,11 +92,11 @@ impl std::fmt::Display for WatchError {
     }
 }
 
-/// Lease changes after a snapshot, in order.
-pub trait LeaseWatch: Send {
+/// Changes after a snapshot, in order.
+pub trait ClusterWatch: Send {
     /// Wait up to `timeout` for changes; an empty list means none came. After an error the
     /// watch is spent.
-    fn next(&mut self, timeout: Duration) -> Result<Vec<LeaseEvent>, WatchError>;
+    fn next(&mut self, timeout: Duration) -> Result<Vec<ClusterEvent>, WatchError>;
 }
 
 /// What [`ClusterStore::lease_one_of`] got.
@@ -118,11 +135,31 @@ pub trait ClusterStore: Send + Sync {
     fn leases(&self, deadline: &Deadline) -> Result<Vec<BlockLease>, IpamError> {
         self.lease_snapshot(deadline).map(|s| s.leases)
     }
-    /// Every lease, with the revision to watch from.
+    /// Every lease, with the revision of the read.
     fn lease_snapshot(&self, deadline: &Deadline) -> Result<LeaseSnapshot, IpamError>;
-    /// Follow lease changes after `snapshot` (etcd: a watch from its revision; local store: polling
-    /// every `poll`).
-    fn watch_leases(&self, snapshot: &LeaseSnapshot, poll: Duration) -> Result<Box<dyn LeaseWatch>, IpamError>;
+    /// Every lease and node record at one revision: where a long-running watcher starts.
+    fn cluster_snapshot(&self, deadline: &Deadline) -> Result<ClusterSnapshot, IpamError>;
+    /// Follow changes after `snapshot` (etcd: a watch from its revision; local store: polling
+    /// every `poll`, counting a node record not renewed within `node_ttl` as gone).
+    fn watch(
+        &self,
+        snapshot: &ClusterSnapshot,
+        poll: Duration,
+        node_ttl: Duration,
+    ) -> Result<Box<dyn ClusterWatch>, IpamError>;
+    /// Announce this node's record, alive for `ttl` unless renewed.
+    fn put_node(&self, record: &NodeRecord, ttl: Duration, deadline: &Deadline) -> Result<NodeLease, IpamError>;
+    /// Renew the record for another `ttl`; a record that expired meanwhile is put again (with a
+    /// new lease, returned).
+    fn renew_node(
+        &self,
+        lease: NodeLease,
+        record: &NodeRecord,
+        ttl: Duration,
+        deadline: &Deadline,
+    ) -> Result<NodeLease, IpamError>;
+    /// Withdraw a node's record (a node taken out of the cluster).
+    fn remove_node(&self, node: &str, deadline: &Deadline) -> Result<(), IpamError>;
     /// Claim an address: only if no claim holds it and its block is still leased (borrower: and
     /// lending). A claim equal to `claim` already there (a retried request) counts as claimed.
     fn claim(&self, claim: &Claim, how: ClaimAs, deadline: &Deadline) -> Result<ClaimOutcome, IpamError>;
