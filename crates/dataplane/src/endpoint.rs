@@ -145,9 +145,15 @@ pub fn bridge_mac(name: &str) -> [u8; 6] {
     [(d[0] & 0xfe) | 0x02, d[1], d[2], d[3], d[4], d[5]]
 }
 
-/// The node's uplink MTU: the link of the default route, else 1500. One route dump and one
-/// link lookup by index: a dump of every link would grow with the node's pods (a veth each).
-pub fn uplink_mtu(nl: &mut Netlink) -> Result<u32> {
+/// The MTU pods get when the conflist sets none. On a node that encapsulates (podnetd made
+/// `podnet.vxlan`), the device's MTU: the uplink's less VXLAN's headers, so a pod's full-size
+/// packet fits once encapsulated. Else the uplink's: the link of the default route, else 1500.
+/// Lookups by name and index and one route dump: a dump of every link would grow with the
+/// node's pods (a veth each).
+pub fn pod_mtu(nl: &mut Netlink) -> Result<u32> {
+    if let Some(vxlan) = nl.link_by_name(crate::vxlan::VXLAN_DEVICE)? {
+        return Ok(vxlan.mtu);
+    }
     for v4 in [true, false] {
         if let Some(oif) = nl.routes(v4)?.into_iter().find(|r| r.dst.prefix_len() == 0).and_then(|r| r.oif) {
             if let Some(l) = nl.link_by_index(oif)? {

@@ -6,6 +6,9 @@ use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, L
 use netlink_packet_route::RouteNetlinkMessage;
 use std::net::Ipv4Addr;
 
+/// podnet's VXLAN device (podnetd makes it; the plugin takes its MTU for pods).
+pub const VXLAN_DEVICE: &str = "podnet.vxlan";
+
 /// What the device must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxlanSpec {

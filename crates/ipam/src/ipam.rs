@@ -54,6 +54,17 @@ impl Ipam {
     pub fn reservation(&self) -> Reservation {
         self.reservation
     }
+    /// The cluster store this IPAM leases from: a long-running agent watches the same one.
+    pub fn cluster_store(&self) -> &Arc<dyn ClusterStore> {
+        &self.cluster
+    }
+    /// The same IPAM with a fresh cluster-store budget: one `Ipam` bounds one operation's
+    /// cluster work, so a long-running agent takes a fresh one per pass (stores shared).
+    pub fn fresh(&self) -> Ipam {
+        let mut ipam = Ipam::new(self.cfg.clone(), &self.network, self.reservation, self.cluster.clone());
+        ipam.node = self.node.clone();
+        ipam
+    }
     /// Round trips to a remote cluster store so far (0 inside the node's own blocks).
     pub fn cluster_requests(&self) -> usize {
         self.cluster.requests()

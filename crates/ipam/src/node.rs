@@ -50,6 +50,7 @@ pub enum Lending {
     Announced,
 }
 
+#[derive(Clone)]
 pub struct NodeStore {
     dir: PathBuf,
     journal: Arc<dyn Journal>,

@@ -26,6 +26,11 @@ impl Ipam {
     /// A block this empties is noted, to be handed back once empty for the grace time; that
     /// needs no cluster store, so DEL never waits on one.
     pub fn release(&self, handle: &Handle) -> Result<Vec<IpAddr>, IpamError> {
+        self.release_as(handle, ReleaseCause::Del)
+    }
+
+    /// [`Ipam::release`] for a reason other than DEL (the journal records why).
+    pub fn release_as(&self, handle: &Handle, cause: ReleaseCause) -> Result<Vec<IpAddr>, IpamError> {
         if !self.node.exists() {
             return Ok(Vec::new());
         }
@@ -36,7 +41,7 @@ impl Ipam {
         // unreadable one keeps its claim for GC.
         let records: Vec<Allocation> =
             if self.may_claim() { mine.iter().filter_map(|e| guard.read(e).ok()).collect() } else { Vec::new() };
-        guard.release(&mine, ReleaseCause::Del)?;
+        guard.release(&mine, cause)?;
         let mut claims = Vec::new();
         if !mine.is_empty() {
             let now = unix_now();

@@ -42,13 +42,23 @@ pub struct PoolReport {
 pub fn show(ipam: &Ipam) -> Result<Vec<PoolReport>, IpamError> {
     let leases = ipam.cluster.leases(&ipam.deadline)?;
     let borrowed = borrowed_anywhere(ipam, &leases)?;
+    usage(ipam, &leases, &borrowed)
+}
+
+/// [`show`] from leases the caller already has (podnetd's view of the cluster): no cluster-store
+/// request. Borrowed counts are left at zero.
+pub fn show_with_leases(ipam: &Ipam, leases: &[crate::BlockLease]) -> Result<Vec<PoolReport>, IpamError> {
+    usage(ipam, leases, &[])
+}
+
+fn usage(ipam: &Ipam, leases: &[crate::BlockLease], borrowed: &[Claim]) -> Result<Vec<PoolReport>, IpamError> {
     let allocations = ipam.allocations()?;
     let node_blocks: Vec<IpNet> = if ipam.node.exists() { ipam.node.lock()?.blocks()? } else { Vec::new() };
     let mut out = Vec::new();
     for source in &ipam.sources {
         let pool = source.pool();
         let used = allocations.iter().filter(|a| a.pool == pool.name()).count();
-        let usage = source.usage(&leases, &node_blocks, used);
+        let usage = source.usage(leases, &node_blocks, used);
         let mut by_node = BTreeMap::new();
         for l in leases.iter().filter(|l| pool.cidr().contains(&l.block)) {
             *by_node.entry(l.node.clone()).or_insert(0) += 1;

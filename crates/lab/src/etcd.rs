@@ -12,6 +12,8 @@ pub struct Etcd {
     child: Option<Process>,
     pub dir: tempfile::TempDir,
     netns: PathBuf,
+    /// The address etcd serves clients on (loopback, or the fabric for a cluster of nodes).
+    listen: std::net::IpAddr,
     /// Serve TLS with client-certificate auth: (server cert, key, CA).
     tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
@@ -19,23 +21,32 @@ pub struct Etcd {
 impl Etcd {
     /// Start etcd in `ns`; an error when it is not installed or does not come up.
     pub fn start(ns: &Netns) -> std::io::Result<Etcd> {
-        Self::start_with(ns, None)
+        Self::start_with(ns, None, std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// Start etcd in `ns` serving clients on `listen` (an address of that namespace).
+    pub fn start_on(ns: &Netns, listen: std::net::IpAddr) -> std::io::Result<Etcd> {
+        Self::start_with(ns, None, listen)
     }
 
     /// etcd serving TLS and requiring client certificates signed by `ca`.
     pub fn start_tls(ns: &Netns, cert: PathBuf, key: PathBuf, ca: PathBuf) -> std::io::Result<Etcd> {
-        Self::start_with(ns, Some((cert, key, ca)))
+        Self::start_with(ns, Some((cert, key, ca)), std::net::Ipv4Addr::LOCALHOST.into())
     }
 
-    fn start_with(ns: &Netns, tls: Option<(PathBuf, PathBuf, PathBuf)>) -> std::io::Result<Etcd> {
-        let mut e = Etcd { child: None, dir: tempfile::tempdir()?, netns: ns.path(), tls };
+    fn start_with(
+        ns: &Netns,
+        tls: Option<(PathBuf, PathBuf, PathBuf)>,
+        listen: std::net::IpAddr,
+    ) -> std::io::Result<Etcd> {
+        let mut e = Etcd { child: None, dir: tempfile::tempdir()?, netns: ns.path(), listen, tls };
         e.restart(ns)?;
         Ok(e)
     }
 
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{CLIENT_PORT}")
+        format!("{scheme}://{}", std::net::SocketAddr::new(self.listen, CLIENT_PORT))
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -73,7 +84,7 @@ impl Etcd {
         // Ready once the client port accepts connections (requests retry within timeoutMs anyway).
         let ready = in_netns(ns, || {
             (0..400).any(|_| {
-                let up = std::net::TcpStream::connect(("127.0.0.1", CLIENT_PORT)).is_ok();
+                let up = std::net::TcpStream::connect((self.listen, CLIENT_PORT)).is_ok();
                 if !up {
                     std::thread::sleep(std::time::Duration::from_millis(25));
                 }

@@ -3,6 +3,7 @@
 //! as a runtime makes them, and processes killed by their PID when dropped. Tests, the
 //! benchmark and `podnetctl lab` are built from these.
 
+pub mod cluster;
 pub mod cni;
 pub mod etcd;
 pub mod fabric;
@@ -10,6 +11,7 @@ pub mod link;
 pub mod netns;
 pub mod process;
 
+pub use cluster::{Cluster, ClusterNode, ClusterSpec, StoreKind};
 pub use cni::finish;
 pub use cni::{Invocation, Outcome};
 pub use etcd::Etcd;

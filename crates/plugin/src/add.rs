@@ -185,7 +185,7 @@ impl AddPipeline<'_> {
         };
         let mtu = match self.cfg.mtu {
             Some(m) => m,
-            None => match endpoint::uplink_mtu(&mut nl) {
+            None => match endpoint::pod_mtu(&mut nl) {
                 Ok(m) => m,
                 Err(e) => return failed(KernelFailure::Dataplane(e)),
             },
