@@ -184,7 +184,9 @@ fn uninstall_takes_only_what_podnet_made() {
     node.add("c1", &pod, &plugin).must();
     assert!(node.del("c1", Some(&pod), &plugin).ok);
     std::fs::write(data.join("podnet/notes.txt"), "mine").unwrap();
-    let uninstall = ["uninstall", "--bin-dir", &s(&bin), "--conf-dir", &s(&confd)];
+    let (sbin, units) = (s(&node.dir.path().join("sbin")), s(&node.dir.path().join("units")));
+    let uninstall =
+        ["uninstall", "--bin-dir", &s(&bin), "--conf-dir", &s(&confd), "--agent-bin-dir", &sbin, "--unit-dir", &units];
     let out = run_in_node(&node, PODNETCTL, &uninstall);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
@@ -194,7 +196,7 @@ fn uninstall_takes_only_what_podnet_made() {
     assert!(!data.join("podnet/ipam").exists(), "podnet's own state goes: {text}");
     // With --force the bridge goes too (it has no ports left).
     assert!(run_in_node(&node, PODNETCTL, &install).status.success());
-    let out = run_in_node(&node, PODNETCTL, &["uninstall", "--bin-dir", &s(&bin), "--conf-dir", &s(&confd), "--force"]);
+    let out = run_in_node(&node, PODNETCTL, &[&uninstall[..], &["--force"]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!node.ns.links().contains(&"shared0".to_string()), "{}", String::from_utf8_lossy(&out.stdout));
 }

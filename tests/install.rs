@@ -27,7 +27,12 @@ fn install_is_atomic_idempotent_and_validated_and_uninstall_removes_only_podnet(
     std::fs::write(conf.join("99-other.conflist"), "{}").unwrap();
     let data = d.join("state");
     let src = Path::new(PODNET).parent().unwrap();
-    let base = ["install", "--bin-dir", s(&bin), "--conf-dir", s(&conf), "--source-dir", s(src)];
+    let (sbin, units) = (d.join("sbin"), d.join("units"));
+    // podnetd and its unit go to temp dirs too: a test never touches the host's.
+    let agent_dirs = ["--agent-bin-dir", s(&sbin), "--unit-dir", s(&units)];
+    let base =
+        [&["install", "--bin-dir", s(&bin), "--conf-dir", s(&conf), "--source-dir", s(src)][..], &agent_dirs[..]]
+            .concat();
     let flags = [
         "--cidr",
         "10.77.0.0/16",
@@ -42,6 +47,9 @@ fn install_is_atomic_idempotent_and_validated_and_uninstall_removes_only_podnet(
         "--data-dir",
         s(&data),
         "--portmap",
+        "--agent",
+        "--agent-flags",
+        "--encap vxlan",
     ];
 
     // --dry-run says what it would do and does nothing.
@@ -56,8 +64,17 @@ fn install_is_atomic_idempotent_and_validated_and_uninstall_removes_only_podnet(
 
     let (ok, out) = ctl(&[&base[..], &flags[..]].concat());
     assert!(ok, "{out}");
-    assert_eq!(out.matches("installed").count(), 3, "{out}");
+    assert_eq!(out.matches("installed").count(), 5, "{out}");
     assert_eq!(std::fs::read(bin.join("podnet")).unwrap(), std::fs::read(PODNET).unwrap());
+    assert_eq!(std::fs::read(sbin.join("podnetd")).unwrap(), std::fs::read(PODNETD).unwrap());
+    // The unit runs podnetd on the installed conflist with the given flags.
+    let unit = std::fs::read_to_string(units.join("podnetd.service")).unwrap();
+    let exec = format!(
+        "ExecStart={} --config {} --encap vxlan\n",
+        sbin.join("podnetd").display(),
+        conf.join("10-podnet.conflist").display()
+    );
+    assert!(unit.contains(&exec) && unit.contains("Restart=always") && unit.contains("KillSignal=SIGTERM"), "{unit}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(bin.join("podnet-ipam")).unwrap().permissions().mode() & 0o777, 0o755);
     let list: serde_json::Value =
@@ -69,7 +86,7 @@ fn install_is_atomic_idempotent_and_validated_and_uninstall_removes_only_podnet(
     // A second run changes nothing.
     let mtime = std::fs::metadata(bin.join("podnet")).unwrap().modified().unwrap();
     let (ok, out) = ctl(&[&base[..], &flags[..]].concat());
-    assert!(ok && out.matches("unchanged").count() == 3, "{out}");
+    assert!(ok && out.matches("unchanged").count() == 5, "{out}");
     assert_eq!(std::fs::metadata(bin.join("podnet")).unwrap().modified().unwrap(), mtime);
 
     // Invalid configs are refused before anything is written, naming the field.
@@ -86,6 +103,10 @@ fn install_is_atomic_idempotent_and_validated_and_uninstall_removes_only_podnet(
         s(&d.join("conf2")),
         "--source-dir",
         s(src),
+        "--agent-bin-dir",
+        s(&sbin),
+        "--unit-dir",
+        s(&units),
     ]);
     assert!(!ok && out.contains("dataplane"), "{out}");
     assert!(!d.join("bin2").exists());
@@ -104,7 +125,7 @@ fn install_is_atomic_idempotent_and_validated_and_uninstall_removes_only_podnet(
     assert!(node.ns.links().contains(&"podnet0".to_string()));
 
     // Uninstall refuses while an endpoint is recorded, then removes podnet's files, bridge and state only.
-    let un = ["uninstall", "--bin-dir", s(&bin), "--conf-dir", s(&conf)];
+    let un = [&["uninstall", "--bin-dir", s(&bin), "--conf-dir", s(&conf)][..], &agent_dirs[..]].concat();
     let out = run_in_node(&node, PODNETCTL, &un);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("still recorded"));
     assert!(node.del("inst-1", Some(&pod), &plugin).ok);
@@ -113,6 +134,7 @@ fn install_is_atomic_idempotent_and_validated_and_uninstall_removes_only_podnet(
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("deleted bridge podnet0"), "{text}");
     assert!(!bin.join("podnet").exists() && !bin.join("podnet-ipam").exists());
+    assert!(!sbin.join("podnetd").exists() && !units.join("podnetd.service").exists(), "{text}");
     assert!(!conf.join("10-podnet.conflist").exists());
     assert!(!data.join("podnet").exists(), "state removed");
     assert!(!node.ns.links().contains(&"podnet0".to_string()));

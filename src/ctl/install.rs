@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// What podnet keeps under `<dataDir>/<network>/` (README, "State on disk").
 const NETWORK_STATE: &[&str] = &["ipam", "endpoints", "quarantine", "locks"];
 /// What the local cluster store keeps under `<store>/<network>/`.
-const CLUSTER_STATE: &[&str] = &["blocks", "claims", "lending", "lock"];
+const CLUSTER_STATE: &[&str] = &["blocks", "claims", "lending", "nodes", "lock"];
 
 /// The CNI plugins podnet installs; podnetctl itself stays wherever it was run from.
 const PLUGINS: [&str; 2] = ["podnet", "podnet-ipam"];
@@ -31,10 +31,19 @@ pub struct Dirs {
     /// File name of the conflist in --conf-dir.
     #[arg(long, default_value = "10-podnet.conflist")]
     pub conf_name: String,
+    /// Where `--agent` puts podnetd.
+    #[arg(long, default_value = "/usr/local/bin")]
+    pub agent_bin_dir: PathBuf,
+    /// Where `--agent` writes podnetd's systemd unit.
+    #[arg(long, default_value = "/etc/systemd/system")]
+    pub unit_dir: PathBuf,
     /// Print what would change, change nothing.
     #[arg(long)]
     pub dry_run: bool,
 }
+
+/// podnetd's systemd unit.
+const UNIT_NAME: &str = "podnetd.service";
 
 #[derive(Args, Debug)]
 pub struct InstallArgs {
@@ -73,6 +82,13 @@ pub struct InstallArgs {
     /// Chain the reference portmap plugin after podnet (hostPort support).
     #[arg(long)]
     pub portmap: bool,
+    /// Install podnetd too, with a systemd unit that runs it on this conflist (enable it with
+    /// `systemctl enable --now podnetd`).
+    #[arg(long)]
+    pub agent: bool,
+    /// podnetd flags for the unit's command line, e.g. "--encap vxlan".
+    #[arg(long, default_value = "", requires = "agent", allow_hyphen_values = true)]
+    pub agent_flags: String,
 }
 
 #[derive(Args, Debug)]
@@ -183,10 +199,73 @@ pub fn install(a: &InstallArgs, config: Option<&Path>) -> Result<i32, CtlError> 
     let mut text = serde_json::to_vec_pretty(&list).expect("json");
     text.push(b'\n');
     lines.push(place(&a.dirs.conf_dir, &a.dirs.conf_name, &text, 0o644, a.dirs.dry_run)?);
+    if a.agent {
+        let src = source.join("podnetd");
+        let bytes =
+            fs::read(&src).map_err(|e| CtlError::io(format!("reading {} (pass --source-dir)", src.display()), e))?;
+        lines.push(place(&a.dirs.agent_bin_dir, "podnetd", &bytes, 0o755, a.dirs.dry_run)?);
+        let unit =
+            unit_text(&a.dirs.agent_bin_dir.join("podnetd"), &a.dirs.conf_dir.join(&a.dirs.conf_name), &a.agent_flags);
+        lines.push(place(&a.dirs.unit_dir, UNIT_NAME, unit.as_bytes(), 0o644, a.dirs.dry_run)?);
+    }
     for l in lines {
         println!("{l}");
     }
     Ok(0)
+}
+
+/// podnetd's unit: restarted when it exits; SIGTERM stops it and leaves the node programmed, so
+/// pods keep talking across a restart or upgrade.
+fn unit_text(podnetd: &Path, conflist: &Path, flags: &str) -> String {
+    let flags = if flags.trim().is_empty() { String::new() } else { format!(" {}", flags.trim()) };
+    format!(
+        "[Unit]\nDescription=podnet node agent: routes to other nodes' pods, SNAT, GC, metrics\n\
+         Wants=network-online.target\nAfter=network-online.target\n\n\
+         [Service]\nExecStart={} --config {}{flags}\nRestart=always\nRestartSec=2\n\
+         KillSignal=SIGTERM\nTimeoutStopSec=5\n\n[Install]\nWantedBy=multi-user.target\n",
+        podnetd.display(),
+        conflist.display()
+    )
+}
+
+/// What podnetd put in the node's kernel: its routes (podnet's route protocol), the VXLAN device
+/// and the SNAT table. Run once podnetd is stopped (a running one puts them back).
+fn remove_agent_state(dry: bool, lines: &mut Vec<String>) -> Result<(), CtlError> {
+    let mut nl = podnet_dataplane::Netlink::open().map_err(|e| CtlError::io("opening netlink", e))?;
+    let routes = podnet_agent::kernel::owned_routes(&mut nl).map_err(kernel)?;
+    let vxlan = nl.link_by_name(podnet_agent::kernel::VXLAN_DEVICE).map_err(kernel)?;
+    // Without nft there is no table podnetd could have made.
+    let table = match podnet_agent::snat::nft_installed() {
+        true => podnet_agent::snat::current().map_err(|e| CtlError::Node(podnet_node::NodeError::Kernel(e)))?,
+        false => None,
+    };
+    if dry {
+        if !routes.is_empty() {
+            lines.push(format!("would delete podnetd's {} route(s)", routes.len()));
+        }
+        if vxlan.is_some() {
+            lines.push(format!("would delete {}", podnet_agent::kernel::VXLAN_DEVICE));
+        }
+        if table.is_some() {
+            lines.push(format!("would delete nftables table inet {}", podnet_agent::snat::TABLE));
+        }
+        return Ok(());
+    }
+    for r in &routes {
+        nl.delete_route(r, podnet_dataplane::routes::PODNET_ROUTE_PROTOCOL).map_err(kernel)?;
+    }
+    if !routes.is_empty() {
+        lines.push(format!("deleted podnetd's {} route(s)", routes.len()));
+    }
+    if vxlan.is_some() {
+        nl.delete_link(podnet_agent::kernel::VXLAN_DEVICE).map_err(kernel)?;
+        lines.push(format!("deleted {}", podnet_agent::kernel::VXLAN_DEVICE));
+    }
+    if table.is_some() {
+        podnet_agent::snat::remove().map_err(|e| CtlError::Node(podnet_node::NodeError::Kernel(e)))?;
+        lines.push(format!("deleted nftables table inet {}", podnet_agent::snat::TABLE));
+    }
+    Ok(())
 }
 
 pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, CtlError> {
@@ -315,6 +394,9 @@ pub fn uninstall(a: &UninstallArgs, config: Option<&Path>) -> Result<i32, CtlErr
     for plugin in PLUGINS {
         remove_path(&a.dirs.bin_dir.join(plugin), &mut lines)?;
     }
+    remove_path(&a.dirs.unit_dir.join(UNIT_NAME), &mut lines)?;
+    remove_path(&a.dirs.agent_bin_dir.join("podnetd"), &mut lines)?;
+    remove_agent_state(dry, &mut lines)?;
     if lines.is_empty() {
         lines.push("nothing to remove".into());
     }

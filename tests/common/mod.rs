@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub const PODNET: &str = env!("CARGO_BIN_EXE_podnet");
 pub const PODNET_IPAM: &str = env!("CARGO_BIN_EXE_podnet-ipam");
 pub const PODNETCTL: &str = env!("CARGO_BIN_EXE_podnetctl");
+pub const PODNETD: &str = env!("CARGO_BIN_EXE_podnetd");
 /// Debian's containernetworking-plugins.
 pub const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
 

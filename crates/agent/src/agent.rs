@@ -129,6 +129,12 @@ impl Agent {
         })?;
         let server = tiny_http::Server::http(args.metrics_addr)
             .map_err(|e| bad(format!("--metrics-addr {}: {e} (pass a free address)", args.metrics_addr)))?;
+        if !snat::nft_installed() {
+            return Err(StartError::Failed(format!(
+                "podnetd needs the nft program (package nftables) for its SNAT table inet {}",
+                snat::TABLE
+            )));
+        }
         let mut nl = Netlink::open().map_err(|e| StartError::Failed(format!("opening netlink: {e}")))?;
         let uplink = kernel::uplink(&mut nl, args.node_ip).map_err(bad)?;
         let vxlan = match (args.encap.has_vxlan(), uplink.ip) {
@@ -324,7 +330,7 @@ impl Agent {
         let snapshot = cluster
             .cluster_snapshot(&Deadline::new(STORE_BUDGET))
             .map_err(|e| format!("reading the cluster's leases and nodes: {e}"))?;
-        self.view = ClusterView::from_snapshot(&snapshot);
+        self.view = ClusterView::from_snapshot(&snapshot, SystemTime::now(), self.ttl());
         self.reconcile()?;
         self.refresh_usage();
         cluster.watch(&snapshot, self.poll(), self.ttl()).map_err(|e| format!("watching the cluster store: {e}"))
@@ -360,8 +366,7 @@ impl Agent {
     fn reconcile_routes(&mut self) -> Result<(), String> {
         let vxlan = kernel::ensure_vxlan(&mut self.nl, self.vxlan.as_ref()).map_err(|e| e.to_string())?;
         self.me.vxlan = vxlan;
-        let now = SystemTime::now();
-        let desired = self.view.desired(&self.me, now, self.ttl());
+        let desired = self.view.desired(&self.me);
         let applied = kernel::apply(&mut self.nl, &desired, vxlan).map_err(|e| e.to_string())?;
         let done = Instant::now();
         for (block, seen) in self.due.drain() {
@@ -400,9 +405,9 @@ impl Agent {
             self.metrics.routes.get_or_create(&KindLabels { kind: kind.as_str().into() }).set(n);
         }
         self.metrics.unreachable_nodes.set(desired.unreachable.len() as i64);
-        let live = self.view.live(now, self.ttl());
+        let live = self.view.live();
         let live_count = live.len() + usize::from(!live.iter().any(|n| n.node == self.me.node));
-        let dead = self.view.dead(now, self.ttl()).into_iter().filter(|n| *n != self.me.node).count();
+        let dead = self.view.dead().into_iter().filter(|n| *n != self.me.node).count();
         self.metrics.nodes.get_or_create(&StateLabels { state: "live".into() }).set(live_count as i64);
         self.metrics.nodes.get_or_create(&StateLabels { state: "dead".into() }).set(dead as i64);
         Ok(())

@@ -186,13 +186,3 @@ pub fn apply(nl: &mut Netlink, desired: &Desired, vxlan: Option<u32>) -> Result<
     }
     Ok(out)
 }
-
-/// Remove everything podnetd put in the kernel: its routes and the VXLAN device (uninstall).
-pub fn remove_all(nl: &mut Netlink) -> Result<usize, NlError> {
-    let routes = owned_routes(nl)?;
-    for r in &routes {
-        nl.delete_route(r, PODNET_ROUTE_PROTOCOL)?;
-    }
-    nl.delete_link(VXLAN_DEVICE)?;
-    Ok(routes.len())
-}

@@ -138,6 +138,16 @@ pub fn expected(policy: &SnatPolicy) -> TableState {
     TableState { sets, masquerade_rules: 2 }
 }
 
+/// Whether the `nft` program is there (the nftables package): podnetd needs it for the table.
+pub fn nft_installed() -> bool {
+    std::process::Command::new("nft")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Remove the table (uninstall). A table already gone is fine.
 pub fn remove() -> Result<(), String> {
     if current()?.is_none() {

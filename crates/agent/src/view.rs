@@ -15,10 +15,12 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    pub fn from_snapshot(s: &ClusterSnapshot) -> ClusterView {
+    /// The view of a snapshot: node records not renewed within `ttl` (local store) count as gone;
+    /// from then on the watch says which nodes come and go.
+    pub fn from_snapshot(s: &ClusterSnapshot, now: SystemTime, ttl: Duration) -> ClusterView {
         ClusterView {
             leases: s.leases.iter().map(|l| (l.block, l.clone())).collect(),
-            nodes: s.nodes.iter().map(|n| (n.node.clone(), n.clone())).collect(),
+            nodes: s.nodes.iter().filter(|n| n.is_live(now, ttl)).map(|n| (n.node.clone(), n.clone())).collect(),
         }
     }
 
@@ -52,21 +54,20 @@ impl ClusterView {
         fresh
     }
 
-    /// Node records that still stand at `now` (etcd's expire with their lease; local ones must
-    /// have been renewed within `ttl`).
-    pub fn live(&self, now: SystemTime, ttl: Duration) -> Vec<NodeRecord> {
-        self.nodes.values().filter(|n| n.is_live(now, ttl)).cloned().collect()
+    /// Live nodes: those whose record stands (etcd's expire with their lease; the local store's
+    /// watch reports a record not renewed within the TTL as gone).
+    pub fn live(&self) -> Vec<NodeRecord> {
+        self.nodes.values().cloned().collect()
     }
 
-    /// Nodes holding leases whose record is gone or stale: dead (their blocks get no route).
-    pub fn dead(&self, now: SystemTime, ttl: Duration) -> BTreeSet<String> {
-        let live: BTreeSet<String> = self.live(now, ttl).into_iter().map(|n| n.node).collect();
-        self.leases.values().map(|l| l.node.clone()).filter(|n| !live.contains(n)).collect()
+    /// Nodes holding leases whose record is gone: dead (their blocks get no route).
+    pub fn dead(&self) -> BTreeSet<String> {
+        self.leases.values().map(|l| l.node.clone()).filter(|n| !self.nodes.contains_key(n)).collect()
     }
 
-    pub fn desired(&self, me: &Me, now: SystemTime, ttl: Duration) -> Desired {
+    pub fn desired(&self, me: &Me) -> Desired {
         let leases: Vec<BlockLease> = self.leases.values().cloned().collect();
-        desired(me, &leases, &self.live(now, ttl))
+        desired(me, &leases, &self.live())
     }
 
     /// Leased blocks per pool.
@@ -104,7 +105,7 @@ mod tests {
     fn events_keep_the_view_and_name_the_routes_due() {
         let snapshot =
             ClusterSnapshot { leases: vec![lease("10.0.0.0/24", "b")], nodes: vec![node("b", None)], revision: 7 };
-        let mut v = ClusterView::from_snapshot(&snapshot);
+        let mut v = ClusterView::from_snapshot(&snapshot, SystemTime::now(), Duration::from_secs(20));
         let fresh = v.apply(vec![
             ClusterEvent::Leased(lease("10.0.1.0/24", "c")),
             ClusterEvent::Leased(lease("10.0.0.0/24", "b")), // rewritten, same owner: not due again
@@ -114,23 +115,23 @@ mod tests {
         assert_eq!(v.apply(vec![ClusterEvent::Released("10.0.1.0/24".parse().unwrap())]), []);
         assert_eq!(v.leases.len(), 1);
         v.apply(vec![ClusterEvent::NodeGone("b".into())]);
-        let now = SystemTime::now();
-        assert_eq!(v.dead(now, Duration::from_secs(20)).into_iter().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(v.dead().into_iter().collect::<Vec<_>>(), ["b"]);
     }
 
     #[test]
-    fn a_local_record_not_renewed_within_the_ttl_is_dead() {
+    fn a_snapshot_s_local_record_not_renewed_within_the_ttl_is_dead() {
         let now = SystemTime::now();
-        let ttl = Duration::from_secs(20);
-        let mut v = ClusterView::default();
-        v.apply(vec![
-            ClusterEvent::Leased(lease("10.0.0.0/24", "old")),
-            ClusterEvent::Leased(lease("10.0.1.0/24", "new")),
-            ClusterEvent::NodeUp(node("old", Some(now - Duration::from_secs(30)))),
-            ClusterEvent::NodeUp(node("new", Some(now - Duration::from_secs(5)))),
-        ]);
-        assert_eq!(v.live(now, ttl).iter().map(|n| n.node.as_str()).collect::<Vec<_>>(), ["new"]);
-        assert_eq!(v.dead(now, ttl).into_iter().collect::<Vec<_>>(), ["old"]);
+        let snapshot = ClusterSnapshot {
+            leases: vec![lease("10.0.0.0/24", "old"), lease("10.0.1.0/24", "new")],
+            nodes: vec![
+                node("old", Some(now - Duration::from_secs(30))),
+                node("new", Some(now - Duration::from_secs(5))),
+            ],
+            revision: 0,
+        };
+        let v = ClusterView::from_snapshot(&snapshot, now, Duration::from_secs(20));
+        assert_eq!(v.live().iter().map(|n| n.node.as_str()).collect::<Vec<_>>(), ["new"]);
+        assert_eq!(v.dead().into_iter().collect::<Vec<_>>(), ["old"]);
         assert_eq!(v.leased_by_pool().get("p"), Some(&2));
     }
 }

@@ -224,6 +224,8 @@ impl Ipam {
                 BlockRelease::NotHeld | BlockRelease::Claimed => out.changed.push(lease.block),
             }
         }
+        // The node is out of the cluster: its record goes too (podnetd's peers drop it at once).
+        self.cluster.remove_node(node, &self.deadline)?;
         Ok(out)
     }
 }

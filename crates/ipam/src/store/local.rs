@@ -166,12 +166,20 @@ impl ClusterStore for LocalStore {
     ) -> Result<Box<dyn ClusterWatch>, IpamError> {
         let now = std::time::SystemTime::now();
         let nodes = snapshot.nodes.iter().filter(|n| n.is_live(now, node_ttl)).cloned().collect();
-        Ok(Box::new(PollingWatch { store: self.clone(), leases: snapshot.leases.clone(), nodes, poll, node_ttl }))
+        Ok(Box::new(PollingWatch {
+            store: self.clone(),
+            leases: snapshot.leases.clone(),
+            nodes,
+            poll,
+            node_ttl,
+            next_poll: Instant::now() + poll,
+        }))
     }
 
     fn put_node(&self, record: &NodeRecord, _ttl: Duration, _: &Deadline) -> Result<NodeLease, IpamError> {
         let mut record = record.clone();
-        record.heartbeat_at = Some(now_rfc3339());
+        // Milliseconds: whole seconds would age a fresh heartbeat by up to one.
+        record.heartbeat_at = Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string());
         ensure_dir(&self.nodes_dir())?;
         atomic_write(&self.nodes_dir(), &record.node, &encode_record(&record))?;
         Ok(NodeLease(0))
@@ -267,51 +275,67 @@ impl ClusterStore for LocalStore {
 struct PollingWatch {
     store: LocalStore,
     leases: Vec<BlockLease>,
+    /// Live records as last seen (a renewal alone is no event).
     nodes: Vec<NodeRecord>,
     poll: Duration,
     node_ttl: Duration,
+    next_poll: Instant,
+}
+
+impl PollingWatch {
+    /// Read the store once; the changes since the last read.
+    fn poll_once(&mut self) -> Result<Vec<ClusterEvent>, WatchError> {
+        let leases = if self.store.exists() {
+            let _l = self.store.lock().map_err(|e| WatchError::Unavailable(e.to_string()))?;
+            self.store.read_all().map_err(|e| WatchError::Unavailable(e.to_string()))?
+        } else {
+            Vec::new()
+        };
+        let now = std::time::SystemTime::now();
+        let nodes: Vec<NodeRecord> =
+            self.store.read_nodes().into_iter().filter(|n| n.is_live(now, self.node_ttl)).collect();
+        let mut events: Vec<ClusterEvent> = self
+            .leases
+            .iter()
+            .filter(|l| !leases.iter().any(|n| n.block == l.block))
+            .map(|l| ClusterEvent::Released(l.block))
+            .collect();
+        events.extend(leases.iter().filter(|n| !self.leases.contains(n)).cloned().map(ClusterEvent::Leased));
+        events.extend(
+            self.nodes
+                .iter()
+                .filter(|o| !nodes.iter().any(|n| n.node == o.node))
+                .map(|o| ClusterEvent::NodeGone(o.node.clone())),
+        );
+        // A renewal only moves the heartbeat: not a change for watchers.
+        let same = |a: &NodeRecord, b: &NodeRecord| {
+            NodeRecord { heartbeat_at: None, ..a.clone() } == NodeRecord { heartbeat_at: None, ..b.clone() }
+        };
+        events
+            .extend(nodes.iter().filter(|n| !self.nodes.iter().any(|o| same(o, n))).cloned().map(ClusterEvent::NodeUp));
+        self.leases = leases;
+        self.nodes = nodes;
+        Ok(events)
+    }
 }
 
 impl ClusterWatch for PollingWatch {
+    /// Reads the store once per `poll`, however often it is called.
     fn next(&mut self, timeout: Duration) -> Result<Vec<ClusterEvent>, WatchError> {
         let until = Instant::now() + timeout;
         loop {
-            let leases = if self.store.exists() {
-                let _l = self.store.lock().map_err(|e| WatchError::Unavailable(e.to_string()))?;
-                self.store.read_all().map_err(|e| WatchError::Unavailable(e.to_string()))?
-            } else {
-                Vec::new()
-            };
-            let now = std::time::SystemTime::now();
-            let nodes: Vec<NodeRecord> =
-                self.store.read_nodes().into_iter().filter(|n| n.is_live(now, self.node_ttl)).collect();
-            let mut events: Vec<ClusterEvent> = self
-                .leases
-                .iter()
-                .filter(|l| !leases.iter().any(|n| n.block == l.block))
-                .map(|l| ClusterEvent::Released(l.block))
-                .collect();
-            events.extend(leases.iter().filter(|n| !self.leases.contains(n)).cloned().map(ClusterEvent::Leased));
-            events.extend(
-                self.nodes
-                    .iter()
-                    .filter(|o| !nodes.iter().any(|n| n.node == o.node))
-                    .map(|o| ClusterEvent::NodeGone(o.node.clone())),
-            );
-            // A renewal only moves the heartbeat: not a change for watchers.
-            let same = |a: &NodeRecord, b: &NodeRecord| {
-                NodeRecord { heartbeat_at: None, ..a.clone() } == NodeRecord { heartbeat_at: None, ..b.clone() }
-            };
-            events.extend(
-                nodes.iter().filter(|n| !self.nodes.iter().any(|o| same(o, n))).cloned().map(ClusterEvent::NodeUp),
-            );
-            self.leases = leases;
-            self.nodes = nodes;
-            let left = until.saturating_duration_since(Instant::now());
-            if !events.is_empty() || left.is_zero() {
-                return Ok(events);
+            if Instant::now() >= self.next_poll {
+                self.next_poll = Instant::now() + self.poll;
+                let events = self.poll_once()?;
+                if !events.is_empty() {
+                    return Ok(events);
+                }
             }
-            std::thread::sleep(self.poll.min(left));
+            let now = Instant::now();
+            if now >= until {
+                return Ok(Vec::new());
+            }
+            std::thread::sleep(self.next_poll.min(until).saturating_duration_since(now));
         }
     }
 }
