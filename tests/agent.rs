@@ -327,6 +327,13 @@ fn gc_frees_a_leaked_address_and_metrics_count_what_the_test_counts() {
     assert!(metric(&text, "podnet_route_programming_seconds_count").is_some_and(|v| v >= 1.0), "{text}");
     assert_eq!(n1.http_get(METRICS, "/healthz").unwrap().0, 200);
 
+    // A route deleted by hand comes back at the next resync.
+    let routes = podnet_lab::link::with_netlink(&n1.ns, |nl| nl.table_routes(true)).unwrap();
+    let gone = routes.into_iter().find(|r| r.protocol == PODNET_ROUTE_PROTOCOL).and_then(|r| r.route).unwrap();
+    podnet_lab::link::with_netlink(&n1.ns, |nl| nl.delete_route(&gone, PODNET_ROUTE_PROTOCOL)).unwrap();
+    assert_eq!(podnet_routes(n1).len(), 1);
+    wait_for("the deleted route to come back", Duration::from_secs(10), || podnet_routes(n1).len() == 2, &c);
+
     // The pod's namespace goes without a DEL (a runtime that lost it): its veth goes with it,
     // and after the grace time GC frees the address; the others keep theirs.
     let leaked_ip = leaked.ip;

@@ -143,3 +143,31 @@ fn install_is_atomic_idempotent_and_validated_and_uninstall_removes_only_podnet(
     let out = run_in_node(&node, PODNETCTL, &un);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("nothing to remove"));
 }
+
+/// deploy/podnet.yaml's conflist is one `podnetctl install` accepts (the manifest itself is
+/// untested against a live API server).
+#[test]
+fn the_daemonset_s_conflist_is_valid() {
+    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/podnet.yaml")).unwrap();
+    let start =
+        manifest.find("10-podnet.conflist: |\n").expect("the ConfigMap's conflist") + "10-podnet.conflist: |\n".len();
+    let body: Vec<&str> = manifest[start..].lines().take_while(|l| l.starts_with("    ") || l.is_empty()).collect();
+    let d = tempfile::tempdir().unwrap();
+    let list = d.path().join("10-podnet.conflist");
+    std::fs::write(&list, body.join("\n")).unwrap();
+    let src = Path::new(PODNET).parent().unwrap();
+    let (ok, out) = ctl(&[
+        "--config",
+        s(&list),
+        "install",
+        "--dry-run",
+        "--source-dir",
+        s(src),
+        "--bin-dir",
+        s(&d.path().join("bin")),
+        "--conf-dir",
+        s(&d.path().join("net.d")),
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("would have installed"), "{out}");
+}

@@ -5,7 +5,6 @@
 
 use podnet_lab::{Etcd, Invocation, Netns};
 use serde_json::json;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -14,23 +13,9 @@ fn die(msg: &str) -> ! {
     std::process::exit(2)
 }
 
-/// etcd's count of KV requests (Range and Txn), from inside the namespace it listens in.
-fn kv_requests(ns: &Netns) -> u64 {
-    let text = ns
-        .run(|| -> std::io::Result<String> {
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", 2379))?;
-            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-            let mut out = String::new();
-            s.read_to_string(&mut out)?;
-            Ok(out)
-        })
-        .and_then(|r| r)
-        .unwrap_or_else(|e| die(&format!("reading etcd metrics: {e}")));
-    text.lines()
-        .filter(|l| l.starts_with("grpc_server_started_total{") && l.contains("etcdserverpb.KV"))
-        .filter(|l| l.contains("\"Range\"") || l.contains("\"Txn\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+/// etcd's count of KV requests (Range and Txn).
+fn kv_requests(etcd: &Etcd, ns: &Netns) -> u64 {
+    etcd.kv_requests(ns).unwrap_or_else(|e| die(&format!("reading etcd metrics: {e}")))
 }
 
 struct Run {
@@ -58,7 +43,7 @@ fn run(bin_dir: &Path, nodes: usize, tag: &str) -> Run {
         })
         .collect();
     let plugin = bin_dir.join("podnet-ipam");
-    let before = kv_requests(&ns);
+    let before = kv_requests(&etcd, &ns);
     let node_ns = ns.path();
     let pod_ns = pod.path();
     let cni_path = bin_dir.display().to_string();
@@ -88,7 +73,7 @@ fn run(bin_dir: &Path, nodes: usize, tag: &str) -> Run {
             .collect();
         handles.into_iter().map(|h| h.join().expect("a call thread")).collect()
     });
-    let requests = kv_requests(&ns) - before;
+    let requests = kv_requests(&etcd, &ns) - before;
     drop(etcd);
     let mut times: Vec<f64> = results.iter().map(|r| r.2).collect();
     times.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));

@@ -139,13 +139,12 @@ pub fn expected(policy: &SnatPolicy) -> TableState {
 }
 
 /// Whether the `nft` program is there (the nftables package): podnetd needs it for the table.
+/// Looked up on PATH as the crate will run it, without starting anything.
 pub fn nft_installed() -> bool {
-    std::process::Command::new("nft")
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = std::env::var_os("PATH") else { return false };
+    std::env::split_paths(&path)
+        .any(|dir| std::fs::metadata(dir.join("nft")).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// Remove the table (uninstall). A table already gone is fine.

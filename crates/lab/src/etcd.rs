@@ -100,6 +100,22 @@ impl Etcd {
         Ok(())
     }
 
+    /// etcd's own count of KV requests served (Range and Txn), from its `/metrics`, read from
+    /// inside `ns` (where it listens): what a benchmark counts requests per lease with.
+    pub fn kv_requests(&self, ns: &Netns) -> std::io::Result<u64> {
+        let url = format!("{}/metrics", self.url());
+        let text = ns.run(move || -> std::io::Result<String> {
+            let mut resp = ureq::get(&url).call().map_err(|e| std::io::Error::other(format!("GET {url}: {e}")))?;
+            resp.body_mut().read_to_string().map_err(|e| std::io::Error::other(format!("GET {url}: {e}")))
+        })??;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("grpc_server_started_total{") && l.contains("etcdserverpb.KV"))
+            .filter(|l| l.contains("\"Range\"") || l.contains("\"Txn\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64)
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill();
