@@ -40,6 +40,40 @@ fn parallel_adds_get_distinct_addresses_and_parallel_dels_empty_the_store() {
     assert!(node.host_veths().is_empty());
 }
 
+/// The first ADDs of a network on a node all at once (a node starting its pods): every one
+/// succeeds. Before the node store made its directories under its lock, a process could take the
+/// lock the moment it existed and find `blocks/` missing (code 5), as `podnetctl lab up` showed;
+/// every other round starts from that moment: the store's directory made, nothing in it.
+#[test]
+fn the_first_adds_of_a_network_on_a_node_all_at_once_all_succeed() {
+    let node = Node::new();
+    let pods: Vec<Netns> = (0..6).map(|i| Netns::new(&format!("f{i}"))).collect();
+    for round in 0..30 {
+        let mut conf = node.podnet_conf(json!({"ipam": {"pools": [{"name": "first", "cidr": "10.51.0.0/16"}]}}));
+        conf["name"] = json!(format!("first{round}"));
+        if round % 2 == 0 {
+            std::fs::create_dir_all(node.data_dir().join(format!("first{round}/ipam"))).unwrap();
+        }
+        let stdin = serde_json::to_vec(&conf).unwrap();
+        let ids: Vec<String> = (0..pods.len()).map(|i| format!("r{round}-{i}")).collect();
+        let children: Vec<_> = pods
+            .iter()
+            .zip(&ids)
+            .map(|(p, id)| {
+                let env = [("CNI_CONTAINERID", id.as_str()), ("CNI_IFNAME", "eth0")];
+                node.spawn_raw(PODNET, "ADD", &env, Some(&p.path()), &stdin)
+            })
+            .collect();
+        for c in children {
+            let out = finish(c);
+            assert!(out.ok, "round {round}: {}", out.raw);
+        }
+        for (p, id) in pods.iter().zip(&ids) {
+            assert!(node.del(id, Some(p), &conf).ok);
+        }
+    }
+}
+
 /// `workers` processes at a time churn ADD then DEL, each on its own pod, until `ops` plugin
 /// calls are done, spread over `confs` (one per simulated node); a sampler watches the pods'
 /// interfaces throughout, and each node hands back its empty blocks every so often.

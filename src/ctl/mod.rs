@@ -5,6 +5,7 @@ mod error;
 mod inspect;
 pub mod install;
 mod ipam;
+mod lab;
 mod render;
 
 pub use error::CtlError;
@@ -43,6 +44,11 @@ enum Cmd {
     Install(install::InstallArgs),
     /// Remove podnet's plugins, its conflist, its bridge and its state, and nothing else.
     Uninstall(install::UninstallArgs),
+    /// A cluster in network namespaces on this machine: `up`, `status`, `ping`, `down`.
+    Lab {
+        #[command(subcommand)]
+        cmd: lab::LabCmd,
+    },
     /// Print podnetctl's version.
     Version,
 }
@@ -76,6 +82,7 @@ fn run(cli: &Cli) -> Result<i32, CtlError> {
         Cmd::Ipam { cmd } => ipam::run(cmd, &network(cli.config.as_deref())?, cli.output),
         Cmd::Install(args) => install::install(args, cli.config.as_deref()),
         Cmd::Uninstall(args) => install::uninstall(args, cli.config.as_deref()),
+        Cmd::Lab { cmd } => lab::run(cmd, cli.output),
         Cmd::Version => {
             println!("podnetctl {}", env!("CARGO_PKG_VERSION"));
             Ok(0)

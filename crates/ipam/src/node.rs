@@ -92,15 +92,21 @@ impl NodeStore {
     pub fn lock(&self) -> Result<NodeGuard<'_>, IpamError> {
         let path = self.dir.join("lock");
         let lock = match StoreLock::acquire(&path, LOCK_WAIT) {
-            // First use of this network on this node: make the store, then lock.
+            // First use of this network on this node: make the store's directory, then lock.
             Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => {
-                for d in [self.addrs_dir(), self.blocks_dir(), self.cursor_dir()] {
-                    ensure_dir(&d)?;
-                }
+                ensure_dir(&self.dir)?;
                 StoreLock::acquire(&path, LOCK_WAIT)?
             }
             other => other?,
         };
+        // Its subdirectories are made under the lock: a process that takes the lock the moment
+        // it can must never find them missing (parallel first ADDs on a new node did: code 5).
+        // The last one made stands for all, so a used store costs one stat here.
+        if !self.cursor_dir().exists() {
+            for d in [self.addrs_dir(), self.blocks_dir(), self.cursor_dir()] {
+                ensure_dir(&d)?;
+            }
+        }
         Ok(NodeGuard { store: self, _lock: lock })
     }
 

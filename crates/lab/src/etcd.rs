@@ -1,10 +1,10 @@
 //! A real etcd (Debian's etcd-server) on the loopback of a namespace, with a temp data dir,
 //! stopped by its PID.
 
-use crate::process::Stdio;
+use crate::process::{Command, Stdio};
 use crate::{in_netns, Netns, Process};
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 const CLIENT_PORT: u16 = 2379;
 
@@ -56,14 +56,7 @@ impl Etcd {
     /// Start (again, on the same data).
     pub fn restart(&mut self, ns: &Netns) -> std::io::Result<()> {
         assert!(self.child.is_none() && ns.path() == self.netns, "etcd is running, or this is another namespace");
-        let (c, p) = (self.url(), "http://127.0.0.1:2380".to_string());
-        let mut cmd = ns.command("etcd");
-        cmd.args(["--name", "podnet-lab", "--data-dir"])
-            .arg(self.dir.path().join("data"))
-            .args(["--listen-client-urls", &c, "--advertise-client-urls", &c, "--listen-peer-urls", &p])
-            .args(["--initial-advertise-peer-urls", &p, "--initial-cluster", &format!("podnet-lab={p}")])
-            .stdout(Stdio::null())
-            .stderr(File::create(self.dir.path().join("etcd.log"))?);
+        let mut cmd = command(ns, &self.url(), &self.dir.path().join("data"), &self.dir.path().join("etcd.log"))?;
         if let Some((cert, key, ca)) = &self.tls {
             cmd.arg("--cert-file")
                 .arg(cert)
@@ -74,29 +67,11 @@ impl Etcd {
                 .arg("--client-cert-auth");
         }
         crate::die_with_parent(&mut cmd);
-        let child = cmd.spawn().map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("starting etcd: {e} (is etcd-server installed? scripts/deps installs it)"),
-            )
-        })?;
-        self.child = Some(Process(child));
-        // Ready once the client port accepts connections (requests retry within timeoutMs anyway).
-        let ready = in_netns(ns, || {
-            (0..400).any(|_| {
-                let up = std::net::TcpStream::connect((self.listen, CLIENT_PORT)).is_ok();
-                if !up {
-                    std::thread::sleep(std::time::Duration::from_millis(25));
-                }
-                up
-            })
-        });
-        if !ready {
-            let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
+        self.child = Some(Process(cmd.spawn().map_err(not_installed)?));
+        if let Err(e) = wait_ready(ns, self.listen, &self.dir.path().join("etcd.log")) {
             self.stop();
-            return Err(std::io::Error::other(format!("etcd did not start: {log}")));
+            return Err(e);
         }
-        std::thread::sleep(std::time::Duration::from_millis(300));
         Ok(())
     }
 
@@ -127,4 +102,57 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn not_installed(e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("starting etcd: {e} (is etcd-server installed? scripts/deps installs it)"))
+}
+
+/// etcd serving clients at the URL `c` in `ns`, its data in `data`, its log in `log`.
+fn command(ns: &Netns, c: &str, data: &Path, log: &Path) -> std::io::Result<Command> {
+    let p = "http://127.0.0.1:2380".to_string();
+    let mut cmd = ns.command("etcd");
+    cmd.args(["--name", "podnet-lab", "--data-dir"])
+        .arg(data)
+        .args(["--listen-client-urls", c, "--advertise-client-urls", c, "--listen-peer-urls", &p])
+        .args(["--initial-advertise-peer-urls", &p, "--initial-cluster", &format!("podnet-lab={p}")])
+        .stdout(Stdio::null())
+        .stderr(File::create(log)?);
+    Ok(cmd)
+}
+
+/// Wait until etcd's client port accepts connections (requests retry within timeoutMs anyway).
+fn wait_ready(ns: &Netns, listen: std::net::IpAddr, log: &Path) -> std::io::Result<()> {
+    let ready = in_netns(ns, || {
+        (0..400).any(|_| {
+            let up = std::net::TcpStream::connect((listen, CLIENT_PORT)).is_ok();
+            if !up {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            up
+        })
+    });
+    if !ready {
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        return Err(std::io::Error::other(format!("etcd did not start: {log}")));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    Ok(())
+}
+
+/// Start an etcd that outlives this process (a lab's): in `ns` on `listen`, data and log under
+/// `dir`, `env` set on it (the lab's tag, by which `lab down` finds it). Its PID once it serves.
+pub fn start_detached(ns: &Netns, listen: std::net::IpAddr, dir: &Path, env: (&str, &str)) -> std::io::Result<u32> {
+    let mut cmd = command(ns, &url_on(listen), &dir.join("etcd-data"), &dir.join("etcd.log"))?;
+    cmd.env(env.0, env.1);
+    crate::process::detach(&mut cmd);
+    let child = cmd.spawn().map_err(not_installed)?;
+    let pid = child.id();
+    wait_ready(ns, listen, &dir.join("etcd.log"))?;
+    Ok(pid)
+}
+
+/// The URL of an etcd listening on `listen`.
+pub fn url_on(listen: std::net::IpAddr) -> String {
+    format!("http://{}", std::net::SocketAddr::new(listen, CLIENT_PORT))
 }

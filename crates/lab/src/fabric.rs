@@ -15,6 +15,8 @@ pub struct Subnet {
     pub bridge: String,
     /// The fabric's own address on the segment: every host's default gateway.
     pub gateway: IpAddr,
+    /// An IPv6 prefix on the same segment (a dual-stack VNet) and the fabric's address in it.
+    pub v6: Option<(IpNet, IpAddr)>,
 }
 
 pub struct Fabric {
@@ -29,6 +31,8 @@ pub struct Uplink {
     pub dev: String,
     pub address: IpNet,
     pub gateway: IpAddr,
+    /// The host's IPv6 address on a dual-stack segment.
+    pub address6: Option<IpNet>,
 }
 
 impl Uplink {
@@ -41,17 +45,44 @@ impl Fabric {
     /// A fabric in a new namespace `ns_name` with these subnets; the fabric takes each subnet's
     /// first address and forwards between them.
     pub fn create(ns_name: &str, subnets: &[IpNet]) -> std::io::Result<Fabric> {
+        let both: Vec<(IpNet, Option<IpNet>)> = subnets.iter().map(|s| (*s, None)).collect();
+        Self::create_dual(ns_name, &both)
+    }
+
+    /// The same, each segment optionally with an IPv6 prefix beside its IPv4 one.
+    pub fn create_dual(ns_name: &str, subnets: &[(IpNet, Option<IpNet>)]) -> std::io::Result<Fabric> {
         let ns = Netns::create(ns_name)?;
         link::enable_forwarding(&ns)?;
         let mut out = Vec::new();
-        for (i, cidr) in subnets.iter().enumerate() {
+        for (i, (cidr, cidr6)) in subnets.iter().enumerate() {
             let bridge = format!("seg{i}");
             link::bridge(&ns, &bridge)?;
             let gateway = nth(*cidr, 1)?;
             link::add_address(&ns, &bridge, IpNet::new(gateway, cidr.prefix_len()).expect("prefix fits"))?;
-            out.push(Subnet { cidr: *cidr, bridge, gateway });
+            let v6 = match cidr6 {
+                Some(c6) => {
+                    let g6 = nth(*c6, 1)?;
+                    link::add_address(&ns, &bridge, IpNet::new(g6, c6.prefix_len()).expect("prefix fits"))?;
+                    Some((*c6, g6))
+                }
+                None => None,
+            };
+            out.push(Subnet { cidr: *cidr, bridge, gateway, v6 });
         }
         Ok(Fabric { ns, subnets: out, ports: 0 })
+    }
+
+    /// Route `dst` via `gateway` on the segment that holds it (a cloud route table's entry: kubenet's
+    /// node CIDR to its node).
+    pub fn add_route(&self, dst: IpNet, gateway: IpAddr) -> std::io::Result<()> {
+        let bridge = self
+            .subnets
+            .iter()
+            .find_map(|s| {
+                (s.cidr.contains(&gateway) || s.v6.is_some_and(|(c6, _)| c6.contains(&gateway))).then_some(&s.bridge)
+            })
+            .ok_or_else(|| std::io::Error::other(format!("no segment of the fabric holds {gateway}")))?;
+        link::add_route(&self.ns, dst, Some(gateway), bridge)
     }
 
     /// Put `host` on subnet `subnet` at its `index`th address (2 and up: 1 is the gateway), with
@@ -69,7 +100,16 @@ impl Fabric {
         let default: IpNet =
             if ip.is_ipv4() { "0.0.0.0/0".parse().expect("literal") } else { "::/0".parse().expect("literal") };
         link::add_route(host, default, Some(s.gateway), dev)?;
-        Ok(Uplink { dev: dev.to_string(), address, gateway: s.gateway })
+        let address6 = match s.v6 {
+            Some((c6, g6)) => {
+                let a6 = IpNet::new(nth(c6, index)?, c6.prefix_len()).expect("prefix fits");
+                link::add_address(host, dev, a6)?;
+                link::add_route(host, "::/0".parse().expect("literal"), Some(g6), dev)?;
+                Some(a6)
+            }
+            None => None,
+        };
+        Ok(Uplink { dev: dev.to_string(), address, gateway: s.gateway, address6 })
     }
 }
 

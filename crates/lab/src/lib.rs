@@ -8,6 +8,7 @@ pub mod cni;
 pub mod etcd;
 pub mod fabric;
 pub mod link;
+pub mod named;
 pub mod netns;
 pub mod process;
 

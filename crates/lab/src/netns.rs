@@ -14,6 +14,8 @@ const RUN_DIR: &str = "/run/netns";
 pub struct Netns {
     pub name: String,
     file: File,
+    /// Left in place when dropped (a lab that outlives the process that built it).
+    kept: bool,
 }
 
 fn io(what: &str, e: impl Into<std::io::Error>) -> std::io::Error {
@@ -66,7 +68,7 @@ impl Netns {
             return Err(e);
         }
         let file = File::open(&path).map_err(|e| io(&format!("opening {}", path.display()), e))?;
-        let ns = Netns { name: name.to_string(), file };
+        let ns = Netns { name: name.to_string(), file, kept: false };
         ns.run(|| -> std::io::Result<()> {
             let mut nl = podnet_dataplane::Netlink::open()?;
             let lo =
@@ -100,6 +102,22 @@ impl Netns {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io(&format!("removing {}", path.display()), e)),
         }
+    }
+
+    /// Keep the namespace when this drops (`podnetctl lab up`; `lab down` removes it by name).
+    pub fn keep(&mut self) {
+        self.kept = true;
+    }
+
+    /// The names of every namespace starting with `prefix`.
+    pub fn named_with_prefix(prefix: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(RUN_DIR)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(prefix)).collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
     }
 
     pub fn path(&self) -> PathBuf {
@@ -157,7 +175,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Netns::remove(&self.name);
+        if !self.kept {
+            let _ = Netns::remove(&self.name);
+        }
     }
 }
 

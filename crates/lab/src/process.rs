@@ -60,6 +60,12 @@ pub fn die_with_parent(cmd: &mut Command) {
     }
 }
 
+/// Start `cmd`'s child in a process group of its own, so that it outlives this process and a
+/// Ctrl-C at the terminal that started it (a lab's podnetd and etcd; `lab down` stops them).
+pub fn detach(cmd: &mut Command) {
+    cmd.process_group(0);
+}
+
 /// A child process killed (by its PID) when this drops, also when a test fails.
 pub struct Process(pub Child);
 
