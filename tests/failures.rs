@@ -76,7 +76,13 @@ fn bad_configs_get_codes_that_name_the_field() {
         (json!({"ipam": {"pools": [{"name": "p", "cidr": "10.0.0.0/8", "blockSize": 4}]}}), 7, "blockSize"),
         (json!({"ipam": {"type": null}}), 7, "ipam.type"),
         (json!({"ipam": {"store": {"type": "etcd"}}}), 7, "endpoints"),
-        (json!({"ipam": {"pools": [{"name": "p", "cidr": "10.0.0.0/8", "source": "vnet"}]}}), 2, "vnet"),
+        (json!({"ipam": {"pools": [{"name": "p", "cidr": "10.0.0.0/8", "source": "vnet"}]}}), 7, "routed dataplane"),
+        (
+            json!({"dataplane": "routed", "ipam": {"pools": [{"name": "p", "cidr": "10.0.0.0/8", "source": "vnet", "interfaceMac": "nic0"}]}}),
+            7,
+            "interfaceMac",
+        ),
+        (json!({"ipam": {"pools": [{"name": "p", "cidr": "10.0.0.0/8", "refreshSeconds": 5}]}}), 7, "vnet pools only"),
         (json!({"dataDir": "relative"}), 7, "dataDir"),
         (json!({"bridge": "a/b"}), 7, "bridge"),
     ];

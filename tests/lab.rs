@@ -162,6 +162,33 @@ fn every_mode_encapsulation_and_store_comes_up_and_every_pod_reaches_every_other
 }
 
 #[test]
+fn a_vnet_lab_gives_pods_their_node_s_secondaries_reached_by_the_vnet_host() {
+    for store in ["local", "etcd"] {
+        let name = lab_name(&format!("v{store}"));
+        let lab = Lab::up(&name, &["--mode", "vnet", "--store", store]);
+        let st = lab.status();
+        assert_eq!(st["mode"], "vnet");
+        assert_eq!(st["dataplane"], "routed");
+        let host = st["vnetHost"]["ip"].as_str().unwrap().to_string();
+        assert_eq!(host, "10.240.0.5");
+        for p in st["pods"].as_array().unwrap() {
+            // node-<i>'s NIC carries 10.240.<i>.1 and up.
+            let i = p["node"].as_str().unwrap().trim_start_matches("node-").to_string();
+            let ip = p["ips"][0].as_str().unwrap();
+            assert!(ip.starts_with(&format!("10.240.{i}.")), "{p}");
+            // The VNet host reaches every pod by its own address, with no route of its own.
+            assert!(pings(st["vnetHost"]["netns"].as_str().unwrap(), ip), "VNet host -> {ip}");
+        }
+        assert_full_mesh(&st);
+        let (code, report) = lab.ping();
+        assert_eq!(code, 0, "{report}");
+        assert_eq!(report["pairs"], 6 * (5 + 2), "pods, the external host and the VNet host");
+        drop(lab);
+        assert_gone(&name);
+    }
+}
+
+#[test]
 fn lab_ping_catches_a_pod_whose_interface_is_down() {
     let name = lab_name("pd");
     let lab = Lab::up(&name, &[]);
@@ -250,7 +277,8 @@ fn bad_input_is_refused_before_anything_is_built() {
         (vec!["--nodes", "0"], "--nodes 0 is out of range"),
         (vec!["--pods-per-node", "100000"], "use a larger pod CIDR"),
         (vec!["--pod-cidr", "10.0.0.0/24", "--nodes", "3", "--pods-per-node", "200"], "and 10.0.0.0/24 has 4"),
-        (vec!["--mode", "vnet"], "--mode vnet needs the vnet address source"),
+        (vec!["--mode", "vnet", "--dataplane", "bridge"], "--mode vnet needs --dataplane routed"),
+        (vec!["--mode", "vnet", "--subnets", "2"], "leave out --subnets"),
         (vec!["--encap", "gre"], "invalid value 'gre' for '--encap"),
         (vec!["--pod-cidr", "192.168.0.0/16"], "overlaps the lab's fabric"),
         (vec!["--bin-dir", empty.path().to_str().unwrap()], "podnet is missing"),

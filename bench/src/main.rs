@@ -108,6 +108,18 @@ struct Suite {
     ipam_dir: PathBuf,
     /// Runs an etcd in the node namespace for the round (the podnet etcd-store suite).
     etcd: bool,
+    /// Runs a host agent in the node namespace serving the NIC's secondaries (the vnet suite).
+    host_agent: bool,
+}
+
+/// The vnet suite's VNet: the bench node's uplink subnet, and 1,024 secondaries on its NIC.
+const VNET_CIDR: &str = "198.18.0.0/16";
+const HOST_AGENT: &str = "127.0.0.1:8089";
+
+fn vnet_document() -> String {
+    let mut addrs = vec![("198.18.0.1".to_string(), true)];
+    addrs.extend((0..1024u32).map(|k| (format!("198.18.{}.{}", 4 + k / 256, k % 256), false)));
+    podnet_lab::hostagent::document(&[("000d3a000001", true, VNET_CIDR, addrs)])
 }
 
 struct Call {
@@ -184,6 +196,11 @@ fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
     let node = node(format!("pnb-{tag}-node-{round}"));
     let node_fd = node.path();
     let _etcd = s.etcd.then(|| Etcd::start(&node).unwrap_or_else(|e| die(&e.to_string())));
+    let _agent = s.host_agent.then(|| {
+        let answer = podnet_lab::hostagent::Answer::Document(vnet_document());
+        podnet_lab::hostagent::HostAgent::start(&node, HOST_AGENT.parse().expect("literal"), answer)
+            .unwrap_or_else(|e| die(&e.to_string()))
+    });
     let mut conf = s.conf.clone();
     let mut ipam_dir = s.ipam_dir.clone();
     if s.etcd {
@@ -235,7 +252,8 @@ fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
         (percentile(&adds, 0.5), percentile(&adds, 0.99), percentile(&dels, 0.5), percentile(&dels, 0.99));
 
     // IPAM alone: podnet-ipam allocating for 200 handles in a row, as other plugins would exec it.
-    if s.bin.file_name().is_some_and(|n| n == "podnet") {
+    // (Not for a vnet pool: podnet-ipam exec'd keeps a gateway per block, which vnet refuses.)
+    if s.bin.file_name().is_some_and(|n| n == "podnet") && !s.host_agent {
         let ipam_bin = s.bin.with_file_name("podnet-ipam");
         let mut ipam_conf = s.conf.clone();
         ipam_conf["name"] = json!(format!("{}-ipam", s.conf["name"].as_str().unwrap_or("bench")));
@@ -325,6 +343,7 @@ fn main() {
             conf: podnet_conf("bridge", "bench-bridge"),
             ipam_dir: d.join("podnet/bench-bridge/ipam/addrs"),
             etcd: false,
+            host_agent: false,
         },
         Suite {
             label: "podnet (routed)",
@@ -332,6 +351,7 @@ fn main() {
             conf: podnet_conf("routed", "bench-routed"),
             ipam_dir: d.join("podnet/bench-routed/ipam/addrs"),
             etcd: false,
+            host_agent: false,
         },
         Suite {
             label: "reference bridge + host-local",
@@ -341,6 +361,7 @@ fn main() {
                          "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.97.0.0/16"}]], "dataDir": d.join("host-local")}}),
             ipam_dir: d.join("host-local/bench-ref"),
             etcd: false,
+            host_agent: false,
         },
         Suite {
             label: "podnet (bridge, etcd store)",
@@ -354,6 +375,20 @@ fn main() {
             // run_round gives each round a fresh data dir, as each round gets a fresh etcd.
             ipam_dir: PathBuf::new(),
             etcd: true,
+            host_agent: false,
+        },
+        Suite {
+            label: "podnet (routed, vnet pool)",
+            bin: a.podnet_dir.join("podnet"),
+            conf: {
+                let mut c = podnet_conf("routed", "bench-vnet");
+                c["ipam"]["pools"] = json!([{"name": "vnet", "cidr": VNET_CIDR, "source": "vnet",
+                    "inventoryUrl": format!("http://{HOST_AGENT}/machine/plugins?comp=nmagent&type=getinterfaceinfov1")}]);
+                c
+            },
+            ipam_dir: d.join("podnet/bench-vnet/ipam/addrs"),
+            etcd: false,
+            host_agent: true,
         },
     ];
     if let Some(before) = &a.baseline_dir {
@@ -369,6 +404,7 @@ fn main() {
                 conf: podnet_conf(dataplane, &net),
                 ipam_dir: d.join(format!("podnet/{net}/ipam/addrs")),
                 etcd: false,
+                host_agent: false,
             });
         }
     }

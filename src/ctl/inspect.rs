@@ -10,12 +10,43 @@ use serde::Serialize;
 pub struct Inspect {
     pub network: String,
     pub endpoints: Vec<EndpointRecord>,
+    /// Capacity and use of each pool on this node, from the node store alone.
+    pub pools: Vec<PoolUse>,
     #[serde(skip)]
     state: bool,
 }
 
+#[derive(Serialize)]
+pub struct PoolUse {
+    pub name: String,
+    pub source: String,
+    /// Addresses the pool can hand out (vnet: the NIC's secondaries).
+    pub capacity: u64,
+    /// Addresses this node holds in the pool.
+    pub used: usize,
+    /// Addresses still free on this node.
+    pub free: u64,
+}
+
 pub fn inspect(net: &Network) -> Result<Inspect, CtlError> {
-    Ok(Inspect { network: net.name.clone(), endpoints: net.endpoints()?, state: net.has_state() })
+    // No cluster-store request: the node store and the sources' own state only.
+    let pools = match net.open_ipam() {
+        Ok(ipam) if net.has_state() => podnet_ipam::report::show_with_leases(&ipam, &[])
+            .map(|ps| {
+                ps.into_iter()
+                    .map(|p| PoolUse {
+                        name: p.name,
+                        source: p.source,
+                        capacity: p.capacity,
+                        used: p.used,
+                        free: p.free,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    Ok(Inspect { network: net.name.clone(), endpoints: net.endpoints()?, pools, state: net.has_state() })
 }
 
 impl Render for Inspect {
@@ -45,6 +76,14 @@ impl Render for Inspect {
                 ]
             })
             .collect();
-        table(&["CONTAINER", "POD", "IFNAME", "HOST VETH", "MAC", "IPS", "GATEWAY", "ROUTES", "CREATED"], &rows)
+        let mut out =
+            table(&["CONTAINER", "POD", "IFNAME", "HOST VETH", "MAC", "IPS", "GATEWAY", "ROUTES", "CREATED"], &rows);
+        for p in &self.pools {
+            out += &format!(
+                "pool {} ({}): {} used, {} free on this node, capacity {}\n",
+                p.name, p.source, p.used, p.free, p.capacity
+            );
+        }
+        out
     }
 }

@@ -19,6 +19,15 @@ pub enum LabCmd {
     Ping(NameArg),
     /// Remove everything the lab made (processes, namespaces, files); fine to run twice.
     Down(NameArg),
+    /// A node's cloud host agent in a vnet lab: serves the NIC document in FILE (read anew for
+    /// every request) on ADDR. `lab up` starts one per node.
+    #[command(hide = true)]
+    HostAgent {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        document: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -43,8 +52,9 @@ pub struct UpArgs {
     /// How podnetd reaches other nodes' blocks.
     #[arg(long, value_enum, default_value_t = Encap::None)]
     encap: Encap,
-    #[arg(long, value_enum, default_value_t = Dataplane::Bridge)]
-    dataplane: Dataplane,
+    /// [default: bridge; routed with --mode vnet]
+    #[arg(long, value_enum)]
+    dataplane: Option<Dataplane>,
     /// local (one shared directory) or etcd (a real etcd the lab starts in its fabric).
     #[arg(long, value_enum, default_value_t = Store::Local)]
     store: Store,
@@ -75,6 +85,7 @@ pub fn run(cmd: &LabCmd, output: Output) -> Result<i32, CtlError> {
         LabCmd::Status(a) => status(&a.name, output),
         LabCmd::Ping(a) => ping(&a.name, output),
         LabCmd::Down(a) => down(&a.name, output),
+        LabCmd::HostAgent { listen, document } => host_agent(*listen, document),
     }
 }
 
@@ -91,7 +102,7 @@ fn up(a: &UpArgs, output: Output) -> Result<i32, CtlError> {
     spec.pods_per_node = a.pods_per_node;
     spec.mode = a.mode;
     spec.encap = a.encap;
-    spec.dataplane = a.dataplane;
+    spec.dataplane = a.dataplane.unwrap_or(if a.mode == Mode::Vnet { Dataplane::Routed } else { Dataplane::Bridge });
     spec.store = a.store;
     spec.subnets = a.subnets;
     spec.dual_stack = a.dual_stack;
@@ -138,12 +149,20 @@ fn built(s: &LabState) -> String {
             })
             .collect();
     out += &table(&["NODE", "NETNS", "IP", "PODS"], &rows);
-    out += &format!("external host: {} {}\n\n", s.external.netns, s.external.ip);
+    out += &format!("external host: {} {}\n", s.external.netns, s.external.ip);
+    if let Some(h) = &s.vnet_host {
+        out += &format!("VNet host: {} {}\n", h.netns, h.ip);
+    }
+    out.push('\n');
     let (n1, p1) = (&s.nodes[0], s.pods.first());
     let far = s.pods.iter().rev().find(|p| p.node != n1.name).or(s.pods.last());
     let ctl = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "podnetctl".into());
     out += "Look around:\n";
-    out += &format!("  ip netns exec {} ip route          # one route per remote block (proto 201)\n", n1.netns);
+    if sp.mode == Mode::Vnet {
+        out += &format!("  ip netns exec {} ip neigh show proxy    # the node answers ARP for its pods\n", n1.netns);
+    } else {
+        out += &format!("  ip netns exec {} ip route          # one route per remote block (proto 201)\n", n1.netns);
+    }
     if let (Some(p), Some(f)) = (p1, far) {
         if let Some(ip) = f.ips.first() {
             out += &format!("  ip netns exec {} ping -c1 {ip}    # {} to {}\n", p.netns, p.name, f.name);
@@ -224,6 +243,9 @@ fn status(name: &str, output: Output) -> Result<i32, CtlError> {
         .collect();
     out += &table(&["POD", "NODE", "NETNS", "IPS"], &rows);
     out += &format!("\nexternal host: {} {}\n", st.external.netns, st.external.ip);
+    if let Some(h) = &st.vnet_host {
+        out += &format!("VNet host: {} {} (reaches pods by their own addresses)\n", h.netns, h.ip);
+    }
     print!("{out}");
     Ok(0)
 }
@@ -264,6 +286,18 @@ fn ping(name: &str, output: Output) -> Result<i32, CtlError> {
         }
     }
     Ok(if r.failed.is_empty() { 0 } else { 1 })
+}
+
+fn host_agent(listen: std::net::SocketAddr, document: &std::path::Path) -> Result<i32, CtlError> {
+    use podnet_lab::hostagent::{self, Answer};
+    let server = hostagent::listen(listen).map_err(|e| CtlError::io("starting the host agent", e))?;
+    let answer = || match std::fs::read_to_string(document) {
+        Ok(doc) => Answer::Document(doc),
+        Err(_) => Answer::Status(500),
+    };
+    let (stop, requests) = (std::sync::atomic::AtomicBool::new(false), std::sync::atomic::AtomicUsize::new(0));
+    hostagent::serve(server, &answer, &stop, &requests);
+    Ok(0)
 }
 
 fn down(name: &str, output: Output) -> Result<i32, CtlError> {

@@ -166,7 +166,13 @@ impl Agent {
         };
         let snat = SnatPolicy {
             pools: ipam_cfg.pools.iter().map(|p| p.cidr()).collect(),
-            masquerade: ipam_cfg.pools.iter().filter(|p| p.cfg.nat_outgoing).map(|p| p.cidr()).collect(),
+            // vnet pods carry VNet addresses: the VNet reaches them as they are, never masqueraded.
+            masquerade: ipam_cfg
+                .pools
+                .iter()
+                .filter(|p| p.cfg.nat_outgoing && p.source != podnet_ipam::Source::Vnet)
+                .map(|p| p.cidr())
+                .collect(),
             exceptions: args.non_masquerade_cidr.iter().map(IpNet::trunc).collect(),
         };
         let me = Me {
@@ -300,6 +306,7 @@ impl Agent {
             }
             if now >= next_poll {
                 let _ = self.reconcile();
+                self.refresh_sources();
                 self.refresh_usage();
                 next_poll = now + self.poll();
             }
@@ -422,11 +429,45 @@ impl Agent {
         Ok(())
     }
 
+    /// Ask the host agent for vnet pools' inventories when they are due, so ADDs find them fresh
+    /// and rarely wait on it (a failure keeps the last good inventory; ADDs then try themselves).
+    fn refresh_sources(&mut self) {
+        let vnet: Vec<&podnet_ipam::Pool> =
+            self.ipam.config().pools.iter().filter(|p| p.source == podnet_ipam::Source::Vnet).collect();
+        if vnet.is_empty() {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        // Half the pool's refresh interval: ahead of the ADDs, which refresh at the full interval.
+        let due = vnet.iter().any(|p| {
+            let half = p.cfg.refresh_seconds.unwrap_or(10) * 500;
+            self.ipam.vnet_inventory(p.name()).is_none_or(|inv| now.saturating_sub(inv.checked_at_ms) >= half)
+        });
+        if due {
+            if let Err(e) = self.ipam.refresh_sources() {
+                tracing::warn!("refreshing the vnet inventory: {e}");
+            }
+        }
+        let network = self.network.name.clone();
+        let withdrawn = self.ipam.withdrawn().unwrap_or_default();
+        for p in vnet {
+            let available = self.ipam.vnet_inventory(p.name()).map(|inv| inv.addresses.len()).unwrap_or(0);
+            let lost = withdrawn.iter().filter(|(pool, _)| pool == p.name()).count();
+            for (state, v) in [("available", available), ("withdrawn", lost)] {
+                let labels = PoolLabels { network: network.clone(), pool: p.name().into(), state: state.into() };
+                self.metrics.vnet_addresses.get_or_create(&labels).set(i64::try_from(v).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
     /// Pool and address gauges, from the view and this node's store.
     fn refresh_usage(&mut self) {
         let leased = self.view.leased_by_pool();
         let network = self.network.name.clone();
-        for pool in &self.ipam.config().pools {
+        for pool in self.ipam.config().pools.iter().filter(|p| p.source == podnet_ipam::Source::Overlay) {
             let total = podnet_ipam::addr::block_count(pool.cidr(), pool.block_len);
             let n = leased.get(pool.name()).copied().unwrap_or(0);
             let set = |state: &str, v: u128| {

@@ -44,6 +44,9 @@ pub struct Metrics {
     pub reconcile_total: Family<ResultLabels, Counter>,
     pub gc_released_total: Counter,
     pub route_programming_seconds: Histogram,
+    /// vnet pools: the NIC's secondary addresses (`available`), and those a pod holds that the
+    /// cloud took back (`withdrawn`).
+    pub vnet_addresses: Family<PoolLabels, Gauge>,
     /// Unix milliseconds of the last successful reconcile (0: none yet).
     last_ok_ms: AtomicU64,
 }
@@ -92,7 +95,14 @@ impl Metrics {
             "From a lease seen to its route in the kernel",
             route_programming_seconds.clone(),
         );
+        let vnet_addresses = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "podnet_vnet_addresses",
+            "vnet pools: the NIC's secondary addresses (available), and addresses pods hold that the NIC lost (withdrawn)",
+            vnet_addresses.clone(),
+        );
         Metrics {
+            vnet_addresses,
             registry,
             node_addresses,
             pool_blocks,

@@ -84,6 +84,27 @@ impl Netlink {
         }
     }
 
+    /// Answer ARP (NDP) for `ip` on link `ifindex`, as if the address were the node's own: a
+    /// vnet pod's address, routed to its veth, on the VNet subnet of the uplink (a proxy
+    /// neighbour entry: scoped to that link and that address, unlike the link-wide proxy_arp).
+    pub fn add_proxy(&mut self, ifindex: u32, ip: IpAddr) -> NlResult<()> {
+        let msg = proxy_message(ifindex, ip);
+        self.ack(
+            || format!("adding proxy neighbour {ip}"),
+            RouteNetlinkMessage::NewNeighbour(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// Stop answering for `ip` on `ifindex`; already gone is fine.
+    pub fn delete_proxy(&mut self, ifindex: u32, ip: IpAddr) -> NlResult<()> {
+        let msg = proxy_message(ifindex, ip);
+        match self.ack(|| format!("deleting proxy neighbour {ip}"), RouteNetlinkMessage::DelNeighbour(msg), 0) {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        }
+    }
+
     /// Forwarding entries of the VXLAN device `ifindex` that send a MAC to a remote VTEP.
     pub fn fdb_entries(&mut self, ifindex: u32) -> NlResult<Vec<NeighbourEntry>> {
         Ok(self.neighbour_dump(AddressFamily::Bridge, ifindex)?.iter().filter_map(entry_of).collect())
@@ -103,6 +124,16 @@ impl Netlink {
             other => other,
         }
     }
+}
+
+fn proxy_message(ifindex: u32, ip: IpAddr) -> NeighbourMessage {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = family(ip);
+    msg.header.ifindex = ifindex;
+    msg.header.flags = NeighbourFlags::Proxy;
+    msg.header.state = NeighbourState::Permanent;
+    msg.attributes.push(NeighbourAttribute::Destination(neigh_addr(ip)));
+    msg
 }
 
 fn fdb_message(ifindex: u32, entry: &NeighbourEntry) -> NeighbourMessage {

@@ -299,6 +299,11 @@ impl Netlink {
     }
 
     pub fn addresses(&mut self, index: u32) -> NlResult<Vec<IpNet>> {
+        Ok(self.all_addresses()?.into_iter().filter(|(i, _)| *i == index).map(|(_, a)| a).collect())
+    }
+
+    /// Every address of every link, with its link's index: one dump.
+    pub fn all_addresses(&mut self) -> NlResult<Vec<(u32, IpNet)>> {
         let r = self.request(
             || "listing addresses".into(),
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
@@ -307,9 +312,6 @@ impl Netlink {
         let mut out = Vec::new();
         for m in r {
             if let RouteNetlinkMessage::NewAddress(a) = m {
-                if a.header.index != index {
-                    continue;
-                }
                 let ip = a
                     .attributes
                     .iter()
@@ -325,7 +327,7 @@ impl Netlink {
                     });
                 if let Some(ip) = ip {
                     if let Ok(net) = IpNet::new(ip, a.header.prefix_len) {
-                        out.push(net);
+                        out.push((a.header.index, net));
                     }
                 }
             }

@@ -57,6 +57,18 @@ impl Ipam {
                 )));
             }
         }
+        if self.reservation == Reservation::GatewayPerBlock {
+            if let Some(s) = sources.iter().find(|s| s.pool().source == crate::Source::Vnet) {
+                return Err(IpamError::Config(format!(
+                    "ipam.pools[{}] is a vnet pool, which needs the routed dataplane (\"dataplane\": \"routed\"): its pods sit on the VNet subnet as /32s that the node answers ARP for",
+                    s.pool().name()
+                )));
+            }
+        }
+        // Outside the lock: a source may ask its host agent (bounded).
+        for s in &sources {
+            s.prepare()?;
+        }
         let guard = self.node.lock()?;
         let entries = guard.entries()?;
         let mine: Vec<&AddrEntry> = entries.iter().filter(|e| &e.handle == handle).collect();
@@ -113,11 +125,12 @@ impl Ipam {
 
     fn exhausted(&self, sources: &[&dyn PoolSource]) -> IpamError {
         let names: Vec<String> = sources.iter().map(|s| format!("{} ({})", s.pool().name(), s.pool().cidr())).collect();
+        let hints: Vec<&str> = sources.iter().map(|s| s.when_full()).collect();
         IpamError::Exhausted(format!(
-            "no free address for node {} in pool(s) {}: the node's blocks are full and no block is free; \
-             add a pool or widen its cidr, or free addresses (podnetctl ipam show; GC with the live pods)",
+            "no free address for node {} in pool(s) {}: {}, or free addresses (podnetctl ipam show; GC with the live pods)",
             self.cfg.node,
-            names.join(", ")
+            names.join(", "),
+            hints.join("; ")
         ))
     }
 }

@@ -42,6 +42,8 @@ pub enum Source {
     Overlay,
     /// The whole `cidr` is this node's (kubenet's podCIDR).
     Range,
+    /// The secondary addresses of this node's NIC, from the host agent (Azure CNI's model).
+    Vnet,
 }
 
 impl Source {
@@ -49,6 +51,7 @@ impl Source {
         match self {
             Source::Overlay => "overlay",
             Source::Range => "range",
+            Source::Vnet => "vnet",
         }
     }
 }
@@ -392,10 +395,34 @@ fn validate_pool(p: PoolConfig) -> Result<Pool, IpamError> {
     let max = max_prefix(v4);
     let (source, block_len) = match p.source {
         SourceName::Vnet => {
-            return Err(IpamError::Unsupported(format!(
-                "ipam.pools[{}].source: \"vnet\" is not available in this build yet; use \"overlay\" or \"range\"",
-                p.name
-            )))
+            for (k, set) in [
+                ("blockSize", p.block_size.is_some()),
+                ("rangeStart", p.range_start.is_some()),
+                ("rangeEnd", p.range_end.is_some()),
+                ("gateway", p.gateway.is_some()),
+                ("exclude", !p.exclude.is_empty()),
+            ] {
+                if set {
+                    return Err(field(
+                        k,
+                        "does not apply to a vnet pool: its addresses are the NIC's secondaries".into(),
+                    ));
+                }
+            }
+            if p.inventory_url.is_some() && p.inventory_file.is_some() {
+                return Err(field("inventoryFile", "give inventoryUrl or inventoryFile, not both".into()));
+            }
+            if let Some(u) = &p.inventory_url {
+                if !u.starts_with("http://") && !u.starts_with("https://") {
+                    return Err(field("inventoryUrl", format!("{u:?} is not an http:// or https:// URL")));
+                }
+            }
+            if let Some(m) = &p.interface_mac {
+                if crate::inventory::normalize_mac(m).is_none() {
+                    return Err(field("interfaceMac", format!("{m:?} is not a MAC address")));
+                }
+            }
+            (Source::Vnet, max)
         }
         SourceName::Range => {
             if p.block_size.is_some() {
@@ -458,6 +485,18 @@ fn validate_pool(p: PoolConfig) -> Result<Pool, IpamError> {
             "allowBorrowing",
             "applies to overlay pools only: a range or vnet pool has no blocks to borrow from".into(),
         ));
+    }
+    if source != Source::Vnet {
+        for (k, set) in [
+            ("inventoryUrl", p.inventory_url.is_some()),
+            ("inventoryFile", p.inventory_file.is_some()),
+            ("interfaceMac", p.interface_mac.is_some()),
+            ("refreshSeconds", p.refresh_seconds.is_some()),
+        ] {
+            if set {
+                return Err(field(k, "applies to vnet pools only".into()));
+            }
+        }
     }
     if p.refresh_seconds == Some(0) {
         return Err(field("refreshSeconds", "must be at least 1".into()));

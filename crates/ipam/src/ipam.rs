@@ -28,7 +28,7 @@ pub struct Ipam {
 impl Ipam {
     pub fn new(cfg: IpamConfig, network: &str, reservation: Reservation, cluster: Arc<dyn ClusterStore>) -> Ipam {
         let node = NodeStore::new(&cfg.data_dir, network);
-        let sources = cfg.pools.iter().map(|p| source::for_pool(p, reservation)).collect();
+        let sources = cfg.pools.iter().map(|p| source::for_pool(p, reservation, node.dir())).collect();
         let deadline = Deadline::new(cfg.cluster_timeout());
         Ipam { cfg, network: network.to_string(), reservation, node, cluster, sources, deadline }
     }

@@ -6,7 +6,8 @@
 //! Layout, pure parts first (no I/O: the planner can use them alone):
 //! - `addr`, `span` (the allocator and the dataplane's reserved-address rule), `model`, `config`
 //!   (validation, the host name injected);
-//! - `source`: address sources behind one trait (overlay, range);
+//! - `source`: address sources behind one trait (overlay, range, vnet; `inventory` parses the
+//!   host agent's NIC document for vnet);
 //! - `node` (the node store and its lock guard), `journal` (the hook every allocation and release
 //!   passes through), `store` (the cluster-store contract and the local store);
 //! - the operations: `allocate` and `commit` (ADD), `lease` and `borrow` (cluster protocols),
@@ -18,6 +19,7 @@ mod borrow;
 mod commit;
 pub mod config;
 pub mod error;
+pub mod inventory;
 mod ipam;
 pub mod journal;
 mod lease;
@@ -39,6 +41,7 @@ pub use ipam::Ipam;
 pub use model::{Allocation, BlockLease, Handle, NodeRecord, PodInfo};
 pub use release::NodeRelease;
 pub use source::range_span;
+pub use source::vnet::{VnetInventory, DEFAULT_INVENTORY_URL};
 pub use span::{Addresses, Dataplane, Reservation, Span};
 pub use store::local::LocalStore;
 pub use store::{

@@ -68,4 +68,35 @@ impl Ipam {
         }
         Ok(())
     }
+
+    /// Addresses pods hold that their source took back (vnet: the cloud removed them from the
+    /// NIC): (pool, address), for `ipam check` and `/metrics`.
+    pub fn withdrawn(&self) -> Result<Vec<(String, IpAddr)>, IpamError> {
+        let mut out: Vec<(String, IpAddr)> = self
+            .allocations()?
+            .into_iter()
+            .filter(|a| self.source(&a.pool).is_some_and(|s| s.withdrawn(a.address.addr())))
+            .map(|a| (a.pool, a.address.addr()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Bring every source up to date (podnetd, in the background, so ADDs rarely wait on a host
+    /// agent); the first error, after trying them all.
+    pub fn refresh_sources(&self) -> Result<(), IpamError> {
+        let mut first = None;
+        for s in &self.sources {
+            if let Err(e) = s.refresh() {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// A vnet pool's kept inventory (None for other pools, or before the first good answer).
+    pub fn vnet_inventory(&self, pool: &str) -> Option<crate::VnetInventory> {
+        let s = self.source(pool)?;
+        (s.pool().source == crate::Source::Vnet).then(|| crate::source::vnet::load(s.pool(), self.node.dir())).flatten()
+    }
 }

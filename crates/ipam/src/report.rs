@@ -147,6 +147,9 @@ pub enum ProblemKind {
     UnrecordedLease,
     /// A state file that fails its checksum or does not decode.
     Corrupt,
+    /// An address a pod holds that its source took back (vnet: the cloud removed it from the
+    /// NIC): the pod keeps it until it goes; it is never handed out again.
+    Withdrawn,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -207,6 +210,15 @@ pub fn check(ipam: &Ipam, live: &dyn Fn(&Handle) -> bool) -> Result<Vec<Problem>
             continue;
         };
         let pool = source.pool();
+        if source.withdrawn(e.ip) {
+            push(ProblemKind::Withdrawn, format!(
+                "{} ({}) is no longer one of the NIC's addresses in pool {} (the cloud took it back): its pod should be moved; the address is never handed out again",
+                e.ip,
+                e.handle.key(),
+                pool.name()
+            ));
+            continue;
+        }
         let inside = source.holds(e.ip, &node_blocks);
         let claimed = claims.iter().any(|c| c.ip == e.ip && c.handle == e.handle);
         let lending =

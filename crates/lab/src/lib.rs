@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod cni;
 pub mod etcd;
 pub mod fabric;
+pub mod hostagent;
 pub mod link;
 pub mod named;
 pub mod netns;

@@ -136,6 +136,14 @@ impl AddPipeline<'_> {
         match (kernel.result, ipam.result) {
             (Ok((ep, links_us, configured_us)), Ok(())) => {
                 let record = ipam.record.expect("recorded with its addresses");
+                if !crate::vnet::vnet_cidrs(backend).is_empty() {
+                    let mut nl = netlink()?;
+                    let ips: Vec<IpAddr> = record.ips.iter().map(|n| n.addr()).collect();
+                    if let Err(e) = crate::vnet::announce(&mut nl, backend, &ips) {
+                        rollback.run(&mut nl, backend, store);
+                        return Err(CniError::kernel(e));
+                    }
+                }
                 tracing::debug!(links_us, configured_us, "ADD: veth pair built, pod configured");
                 tracing::info!(container = %h.container_id, ifname = %h.ifname, ips = ?record.ips,
                     elapsed_us = self.started.elapsed().as_micros() as u64, "ADD");

@@ -15,6 +15,7 @@ pub mod ipam_cni;
 pub mod logging;
 pub mod records;
 pub mod result;
+mod vnet;
 
 use attachment::AttachmentLock;
 pub use backend::{open_ipam, IpamBackend};
@@ -98,6 +99,7 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
         let mut nl = netlink()?;
         endpoint::teardown(&mut nl, &host_veth_name(&h.container_id, &h.ifname)).map_err(dataplane_error)?;
         podnet_fault::crash_point("del-after-teardown");
+        vnet::withdraw(&mut nl, &backend, &h).map_err(CniError::kernel)?;
         let released = backend.release(&h)?;
         tracing::info!(container = %h.container_id, ifname = %h.ifname, released = ?released, "DEL");
         podnet_fault::crash_point("del-after-release");
@@ -178,6 +180,8 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
             }
             if let Err(e) = endpoint::teardown(&mut nl, &host_veth_name(&h.container_id, &h.ifname)) {
                 errors.push(e.to_string());
+            } else if let Err(e) = vnet::withdraw(&mut nl, &backend, h) {
+                errors.push(e);
             } else if let Err(e) = store.remove(h) {
                 errors.push(e.to_string());
             } else {

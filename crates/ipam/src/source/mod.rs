@@ -5,6 +5,7 @@
 
 mod overlay;
 mod range;
+pub(crate) mod vnet;
 
 use crate::allocate::{Picked, Step};
 use crate::config::{Pool, Source};
@@ -65,12 +66,37 @@ pub(crate) trait PoolSource: Send + Sync {
 
     /// STATUS: whether an ADD may still find room (cheaply; ADD reports exhaustion precisely).
     fn has_room(&self, used: usize) -> bool;
+
+    /// Before an ADD takes the node store lock: bring what the source hands out up to date
+    /// (vnet: the host agent's inventory, at most every `refreshSeconds`, bounded).
+    fn prepare(&self) -> Result<(), IpamError> {
+        Ok(())
+    }
+
+    /// Bring it up to date now (podnetd, in the background).
+    fn refresh(&self) -> Result<(), IpamError> {
+        Ok(())
+    }
+
+    /// Whether `ip`, held by a pod, was taken back by its source (vnet: no longer the NIC's): it
+    /// stays with its pod, is reported, and is never handed out again.
+    fn withdrawn(&self, _ip: IpAddr) -> bool {
+        false
+    }
+
+    /// A hint for the exhaustion error: what to do when this source is full.
+    fn when_full(&self) -> &'static str {
+        "the node's blocks are full and no block is free; add a pool or widen its cidr"
+    }
 }
 
 /// The source of a validated pool under the network's reservation rule.
-pub(crate) fn for_pool(pool: &Pool, reservation: Reservation) -> Box<dyn PoolSource> {
+pub(crate) fn for_pool(pool: &Pool, reservation: Reservation, node_dir: &std::path::Path) -> Box<dyn PoolSource> {
     match pool.source {
         Source::Overlay => Box::new(overlay::OverlaySource { pool: pool.clone(), reservation }),
         Source::Range => Box::new(range::RangeSource { pool: pool.clone(), reservation }),
+        Source::Vnet => {
+            Box::new(vnet::VnetSource { pool: pool.clone(), reservation, cache: vnet::cache_path(pool, node_dir) })
+        }
     }
 }

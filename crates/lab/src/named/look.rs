@@ -110,7 +110,7 @@ pub fn status(
         nodes,
         pods,
         external: state.external.clone(),
-        vnet_host: None,
+        vnet_host: state.vnet_host.clone(),
     };
     Ok((state, status))
 }
@@ -199,6 +199,9 @@ pub fn ping(name: &str) -> Result<PingReport, LabError> {
     let mut targets: Vec<(String, IpAddr)> =
         state.pods.iter().flat_map(|p| p.ips.iter().map(|ip| (p.name.clone(), *ip))).collect();
     targets.push(("external".into(), state.external.ip));
+    if let Some(h) = &state.vnet_host {
+        targets.push(("vnet-host".into(), h.ip));
+    }
     if let Some(ip6) = state.external.ip6 {
         targets.push(("external".into(), ip6));
     }
@@ -240,6 +243,9 @@ pub fn ping(name: &str) -> Result<PingReport, LabError> {
         .collect();
     let mut columns: Vec<String> = state.pods.iter().map(|p| p.name.clone()).collect();
     columns.push("external".into());
+    if state.vnet_host.is_some() {
+        columns.push("vnet-host".into());
+    }
     Ok(PingReport {
         pairs: probes.len(),
         failed,

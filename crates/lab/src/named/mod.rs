@@ -196,10 +196,19 @@ pub fn check_name(name: &str) -> Result<(), LabError> {
     }
 }
 
-/// The fabric's segments: `192.168.<i+1>.0/24` (and `fd00:f:<i+1>::/64` dual-stack), then the
-/// external host's segment, outside every cluster CIDR.
+/// The VNet subnet of `--mode vnet`: nodes, their pods and the VNet host are all on it.
+pub const VNET_SUBNET: &str = "10.240.0.0/16";
+/// The plain VNet host's address.
+pub const VNET_HOST_INDEX: u128 = 5;
+
+/// The fabric's segments: `192.168.<i+1>.0/24` (and `fd00:f:<i+1>::/64` dual-stack), or the VNet
+/// subnet in vnet mode, then the external host's segment, outside every cluster CIDR.
 fn segments(spec: &LabSpec) -> Vec<(IpNet, Option<IpNet>)> {
     let v6 = |s: String| spec.dual_stack.then(|| s.parse().expect("literal"));
+    if spec.mode == Mode::Vnet {
+        let ext = "203.0.113.0/24".parse().expect("literal");
+        return vec![(VNET_SUBNET.parse().expect("literal"), None), (ext, None)];
+    }
     let mut out: Vec<(IpNet, Option<IpNet>)> = (0..spec.subnets)
         .map(|i| (format!("192.168.{}.0/24", i + 1).parse().expect("literal"), v6(format!("fd00:f:{}::/64", i + 1))))
         .collect();
@@ -217,9 +226,7 @@ fn capacity(pool: IpNet, len: u8, reservation: Reservation) -> u128 {
 pub fn validate(spec: &LabSpec) -> Result<(), LabError> {
     check_name(&spec.name)?;
     if spec.mode == Mode::Vnet {
-        return Err(err(
-            "--mode vnet needs the vnet address source, which podnet does not have yet: use --mode overlay or --mode range",
-        ));
+        return validate_vnet(spec);
     }
     if spec.subnets == 0 || spec.subnets > MAX_SUBNETS {
         return Err(err(format!("--subnets {} is out of range: 1 to {MAX_SUBNETS}", spec.subnets)));
@@ -287,6 +294,36 @@ pub fn validate(spec: &LabSpec) -> Result<(), LabError> {
     Ok(())
 }
 
+/// `--mode vnet`: one VNet subnet; each node gets a /24 of it for its NIC's secondary addresses.
+fn validate_vnet(spec: &LabSpec) -> Result<(), LabError> {
+    if spec.subnets != 1 {
+        return Err(err("--mode vnet puts every node on the one VNet subnet: leave out --subnets"));
+    }
+    if spec.dual_stack {
+        return Err(err("--mode vnet with --dual-stack is not built in the lab yet: leave out --dual-stack"));
+    }
+    if spec.dataplane != Dataplane::Routed {
+        return Err(err(
+            "--mode vnet needs --dataplane routed: vnet pods are /32s on the VNet subnet that their node answers ARP for",
+        ));
+    }
+    if spec.nodes == 0 || spec.nodes > HOSTS_PER_SEGMENT {
+        return Err(err(format!("--nodes {} is out of range: 1 to {HOSTS_PER_SEGMENT}", spec.nodes)));
+    }
+    if spec.pods_per_node > 250 {
+        return Err(err(format!(
+            "--pods-per-node {} is more than the 250 secondary addresses the lab gives a node's NIC",
+            spec.pods_per_node
+        )));
+    }
+    Ok(())
+}
+
+/// A node's secondary addresses in vnet mode: `10.240.<i+1>.1` and up, two more than its pods.
+pub fn vnet_secondaries(node: usize, pods: usize) -> Vec<IpAddr> {
+    (1..=pods + 2).map(|k| IpAddr::from([10, 240, node as u8 + 1, k as u8])).collect()
+}
+
 /// A program `up` needs, found on PATH.
 fn on_path(program: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
@@ -347,6 +384,9 @@ pub struct LabState {
     pub nodes: Vec<NodeState>,
     pub pods: Vec<PodState>,
     pub external: HostState,
+    /// The plain host on the VNet subnet (vnet mode).
+    #[serde(default)]
+    pub vnet_host: Option<HostState>,
     pub etcd_pid: Option<u32>,
     pub timings: Timings,
 }
@@ -536,7 +576,7 @@ mod tests {
         type Change = Box<dyn Fn(&mut LabSpec)>;
         let cases: Vec<(Change, &str)> = vec![
             (Box::new(|s| s.nodes = 0), "--nodes 0 is out of range"),
-            (Box::new(|s| s.mode = Mode::Vnet), "--mode vnet"),
+            (Box::new(|s| s.mode = Mode::Vnet), "--mode vnet needs --dataplane routed"),
             (Box::new(|s| s.name = "Bad_Name".into()), "bad lab name"),
             (Box::new(|s| s.subnets = 9), "--subnets 9"),
             (Box::new(|s| s.pod_cidr = "192.168.0.0/16".parse().unwrap()), "overlaps the lab's fabric"),

@@ -14,7 +14,13 @@ fn check_machine(spec: &LabSpec) -> Result<(), LabError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(err("podnetctl lab needs root: it creates network namespaces (run it with sudo)"));
     }
-    for bin in ["podnet", "podnet-ipam", "podnetd"] {
+    // vnet mode: podnetctl serves each node's host agent.
+    let bins: &[&str] = if spec.mode == Mode::Vnet {
+        &["podnet", "podnet-ipam", "podnetd", "podnetctl"]
+    } else {
+        &["podnet", "podnet-ipam", "podnetd"]
+    };
+    for bin in bins {
         let p = spec.bin_dir.join(bin);
         if !p.is_file() {
             return Err(err(format!(
@@ -55,6 +61,17 @@ pub fn up(spec: &LabSpec) -> Result<LabState, LabError> {
 /// The `podnet` plugin object of a node (before its per-node keys).
 fn plugin_conf(spec: &LabSpec, node: usize, dir: &Path, store: &Value) -> Value {
     let mut pools = Vec::new();
+    if spec.mode == Mode::Vnet {
+        // The host agent's default URL (Azure's wireserver address, served inside the node).
+        pools.push(json!({"name": "vnet", "cidr": VNET_SUBNET, "source": "vnet"}));
+        return json!({
+            "type": "podnet",
+            "dataplane": spec.dataplane.as_str(),
+            "dataDir": dir.join("data"),
+            "logFile": dir.join("podnet.log"),
+            "ipam": {"type": "podnet-ipam", "node": format!("node-{}", node + 1), "store": store, "pools": pools},
+        });
+    }
     let families: Vec<(IpNet, u8)> = if spec.dual_stack {
         vec![(spec.pod_cidr, spec.block_size), (spec.pod_cidr6, spec.block_size6())]
     } else {
@@ -88,6 +105,7 @@ struct Parts {
     external: HostState,
     pods: Vec<PodState>,
     pod_ns: Vec<Netns>,
+    vnet_host: Option<HostState>,
 }
 
 fn build(spec: &LabSpec) -> Result<LabState, LabError> {
@@ -106,8 +124,10 @@ fn build(spec: &LabSpec) -> Result<LabState, LabError> {
     timings.store_ms = ms(t);
 
     let confs = write_conflists(spec, &dir, &parts.nodes, &store)?;
-    if spec.mode == Mode::Range {
-        route_node_cidrs(spec, &parts)?;
+    match spec.mode {
+        Mode::Range => route_node_cidrs(spec, &parts)?,
+        Mode::Vnet => start_host_agents(spec, &dir, &parts)?,
+        Mode::Overlay => {}
     }
 
     let t = Instant::now();
@@ -132,6 +152,7 @@ fn build(spec: &LabSpec) -> Result<LabState, LabError> {
         nodes: parts.nodes,
         pods: parts.pods,
         external: parts.external,
+        vnet_host: parts.vnet_host,
         etcd_pid,
         timings,
     };
@@ -194,7 +215,15 @@ fn make_namespaces(spec: &LabSpec, dir: &Path) -> Result<Parts, LabError> {
         ns.keep();
         Ok(ns)
     })?;
-    Ok(Parts { fabric, nodes, node_ns, external, pods, pod_ns })
+    let vnet_host = if spec.mode == Mode::Vnet {
+        let mut ns = Netns::create(&ns_name(&spec.name, "vnethost")).map_err(io_err("creating the VNet host"))?;
+        ns.keep();
+        let up = fabric.attach(&ns, "eth0", 0, VNET_HOST_INDEX).map_err(io_err("attaching the VNet host"))?;
+        Some(HostState { netns: ns.name.clone(), ip: up.ip(), ip6: None })
+    } else {
+        None
+    };
+    Ok(Parts { fabric, nodes, node_ns, external, pods, pod_ns, vnet_host })
 }
 
 /// The cluster store every node's conflist names, and etcd's PID when the lab runs one.
@@ -224,6 +253,46 @@ fn write_conflists(spec: &LabSpec, dir: &Path, nodes: &[NodeState], store: &Valu
         confs.push(conf);
     }
     Ok(confs)
+}
+
+/// Where a node's host agent answers: Azure's wireserver address, on the node's loopback.
+pub const HOST_AGENT_ADDR: &str = "168.63.129.16:80";
+
+/// vnet mode: each node's host agent (`podnetctl lab host-agent`, detached, in the node) serving
+/// the node's NIC document: its own address and its secondaries on the VNet subnet.
+fn start_host_agents(spec: &LabSpec, dir: &Path, parts: &Parts) -> Result<(), LabError> {
+    let listen: std::net::SocketAddr = HOST_AGENT_ADDR.parse().expect("literal");
+    for (i, (node, ns)) in parts.nodes.iter().zip(&parts.node_ns).enumerate() {
+        let mut addrs = vec![(node.ip.to_string(), true)];
+        addrs.extend(vnet_secondaries(i, spec.pods_per_node).iter().map(|a| (a.to_string(), false)));
+        let mac = format!("00:0d:3a:00:{:02x}:{:02x}", i / 256, i % 256);
+        let doc = crate::hostagent::document(&[(&mac, true, VNET_SUBNET, addrs)]);
+        let file = dir.join(&node.name).join("interfaces.xml");
+        std::fs::write(&file, doc).map_err(io_err("writing a host agent's document"))?;
+        crate::link::add_address(ns, "lo", IpNet::new(listen.ip(), 32).expect("a host prefix"))
+            .map_err(io_err("giving the node the host agent's address"))?;
+        let log = File::create(dir.join(&node.name).join("host-agent.log")).map_err(io_err("opening a log"))?;
+        let mut cmd = ns.command(spec.bin_dir.join("podnetctl"));
+        cmd.args(["lab", "host-agent", "--listen", HOST_AGENT_ADDR, "--document"]).arg(&file);
+        cmd.env(TAG, &spec.name).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        crate::process::detach(&mut cmd);
+        cmd.spawn().map_err(io_err("starting a host agent"))?;
+        let up = ns
+            .run(|| {
+                (0..200).any(|_| {
+                    let ok = std::net::TcpStream::connect(listen).is_ok();
+                    if !ok {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    ok
+                })
+            })
+            .unwrap_or(false);
+        if !up {
+            return Err(err(format!("the host agent of {} did not come up: see its host-agent.log", node.name)));
+        }
+    }
+    Ok(())
 }
 
 /// Range mode: the fabric routes each node's CIDR to the node, as a cloud route table does.
