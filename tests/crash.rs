@@ -46,6 +46,8 @@ struct Churn<'a> {
     rng: fastrand::Rng,
     killer: Killer,
     tally: Tally,
+    /// Attachments whose ADD succeeded at least once.
+    added: HashSet<String>,
 }
 
 impl Churn<'_> {
@@ -80,6 +82,9 @@ impl Churn<'_> {
         };
         if out.ok {
             self.tally.ok += 1;
+            if verb == "ADD" {
+                self.added.insert(cid.to_string());
+            }
         } else if out.killed {
             self.tally.killed += 1;
         } else {
@@ -136,6 +141,7 @@ fn crash_churn(killer: impl FnOnce(&Node, &Value) -> Killer) {
         rng: fastrand::Rng::with_seed(seed()),
         killer,
         tally: Tally::default(),
+        added: HashSet::new(),
     };
     let n = iterations();
     for i in 0..n {
@@ -181,6 +187,29 @@ fn crash_churn(killer: impl FnOnce(&Node, &Value) -> Killer) {
     let held: Vec<String> = node.allocations();
     assert_eq!(held.len(), live_cids.len(), "the store holds exactly the live pods' addresses: {held:?}");
     assert!(held.iter().all(|f| !f.starts_with(".tmp")), "no temp file is left: {held:?}");
+
+    // The audit history: no allocation without its event, whatever was killed when. Every live
+    // pod holds an open interval and nothing else is open; every attachment that was ever added
+    // has its interval; none is logged twice.
+    let cfg = podnet_ipam::IpamConfig::parse(&conf["ipam"], Some(&node.data_dir())).unwrap();
+    let audited = podnet_plugin::open_ipam(cfg, "podnet", podnet_ipam::Dataplane::Bridge);
+    podnet_audit::collect(&audited).unwrap();
+    let intervals = podnet_audit::intervals(&podnet_audit::events(&audited).unwrap());
+    let open: HashSet<String> =
+        intervals.iter().filter(|i| i.until.is_none()).map(|i| i.container_id.clone()).collect();
+    let live_set: HashSet<String> = live_cids.iter().map(|c| c.to_string()).collect();
+    assert_eq!(open, live_set, "open intervals are exactly the live pods'");
+    let logged: HashSet<String> = intervals.iter().map(|i| i.container_id.clone()).collect();
+    assert!(
+        churn.added.is_subset(&logged),
+        "an added attachment has no interval: {:?}",
+        churn.added.difference(&logged).collect::<Vec<_>>()
+    );
+    let mut once = HashSet::new();
+    assert!(
+        intervals.iter().all(|i| once.insert((i.container_id.clone(), i.from.clone()))),
+        "an interval logged twice"
+    );
 
     // GC with the live attachments finds nothing to free; the store is readable and consistent.
     let attachments: Vec<Value> = live_cids.iter().map(|c| json!({"containerID": c, "ifname": "eth0"})).collect();

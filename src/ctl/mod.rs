@@ -1,6 +1,7 @@
 //! `podnetctl [--config CONFLIST] [-o table|json] COMMAND`: one module per command group; each
 //! builds a value that `render` prints as a table or as JSON.
 
+mod audit;
 mod error;
 mod inspect;
 pub mod install;
@@ -44,6 +45,11 @@ enum Cmd {
     Install(install::InstallArgs),
     /// Remove podnet's plugins, its conflist, its bridge and its state, and nothing else.
     Uninstall(install::UninstallArgs),
+    /// Who had an address, and when: `who IP [--at T]`, `history [filters]`, `export`.
+    Audit {
+        #[command(subcommand)]
+        cmd: audit::AuditCmd,
+    },
     /// A cluster in network namespaces on this machine: `up`, `status`, `ping`, `down`.
     Lab {
         #[command(subcommand)]
@@ -83,6 +89,7 @@ fn run(cli: &Cli) -> Result<i32, CtlError> {
         Cmd::Install(args) => install::install(args, cli.config.as_deref()),
         Cmd::Uninstall(args) => install::uninstall(args, cli.config.as_deref()),
         Cmd::Lab { cmd } => lab::run(cmd, cli.output),
+        Cmd::Audit { cmd } => audit::run(cmd, &network(cli.config.as_deref())?, cli.output),
         Cmd::Version => {
             println!("podnetctl {}", env!("CARGO_PKG_VERSION"));
             Ok(0)

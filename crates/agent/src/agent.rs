@@ -308,6 +308,7 @@ impl Agent {
                 let _ = self.reconcile();
                 self.refresh_sources();
                 self.refresh_usage();
+                self.collect_audit();
                 next_poll = now + self.poll();
             }
             if now >= next_gc {
@@ -460,6 +461,17 @@ impl Agent {
                 let labels = PoolLabels { network: network.clone(), pool: p.name().into(), state: state.into() };
                 self.metrics.vnet_addresses.get_or_create(&labels).set(i64::try_from(v).unwrap_or(i64::MAX));
             }
+        }
+    }
+
+    /// Move this node's allocations and releases into its audit log (ADD and DEL leave them in
+    /// the node store, so they never wait on the log).
+    fn collect_audit(&self) {
+        if !self.ipam.node_store_exists() {
+            return;
+        }
+        if let Err(e) = podnet_audit::collect(&self.ipam) {
+            tracing::warn!("bringing the audit log up to date: {e}");
         }
     }
 

@@ -114,7 +114,7 @@ impl Ipam {
                 handle: handle.clone(),
                 pod: pod.clone(),
                 node: self.cfg.node.clone(),
-                allocated_at: model::now_rfc3339(),
+                allocated_at: model::now_rfc3339_micros(),
                 attachment: None,
                 claim_id,
             });

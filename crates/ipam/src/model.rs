@@ -81,6 +81,11 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
+/// Now to the microsecond: when an address was allocated (the audit history's `from`).
+pub fn now_rfc3339_micros() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
 /// An address claimed in the cluster store. Only pools with `allowBorrowing` keep claims: there an
 /// owner and a borrower may both pick from one block, so every allocation also claims its address
 /// where both see it, and the store's create-if-absent decides. A claim is deleted by comparing

@@ -99,4 +99,9 @@ impl Ipam {
         let s = self.source(pool)?;
         (s.pool().source == crate::Source::Vnet).then(|| crate::source::vnet::load(s.pool(), self.node.dir())).flatten()
     }
+
+    /// Whether this network was ever used on this node.
+    pub fn node_store_exists(&self) -> bool {
+        self.node.exists()
+    }
 }

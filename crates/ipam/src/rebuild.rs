@@ -8,7 +8,7 @@
 //! freed. Nothing is deleted: every corrupt file is kept under `<dataDir>/<network>/ipam/quarantine/`.
 
 use crate::error::IpamError;
-use crate::model::{now_rfc3339, Allocation, BlockLease, Claim, ClaimAs, ClaimOutcome, Handle};
+use crate::model::{Allocation, BlockLease, Claim, ClaimAs, ClaimOutcome, Handle};
 use crate::node::AddrEntry;
 use crate::Ipam;
 use ipnet::IpNet;
@@ -191,7 +191,7 @@ pub fn rebuild(
                 handle: handle.clone(),
                 pod: sibling.map(|s| s.pod.clone()).unwrap_or_default(),
                 node: me.clone(),
-                allocated_at: now_rfc3339(),
+                allocated_at: crate::model::now_rfc3339_micros(),
                 attachment: None,
                 claim_id: None,
             };

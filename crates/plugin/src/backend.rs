@@ -21,7 +21,9 @@ pub fn open_ipam(cfg: IpamConfig, network: &str, dataplane: Dataplane) -> Ipam {
         }
         None => Arc::new(LocalStore::new(cfg.local_cluster_dir(), network)),
     };
-    Ipam::new(cfg, network, Reservation::for_dataplane(dataplane), store)
+    // Every allocation and release, whatever makes it, is audited (see podnet-audit).
+    let journal = Arc::new(podnet_audit::AuditJournal::new(&cfg.data_dir, network, &cfg.node));
+    Ipam::new(cfg, network, Reservation::for_dataplane(dataplane), store).with_journal(journal)
 }
 
 /// IPv6 needs links of at least 1280 bytes: a smaller `mtu` with IPv6 addresses is a config
