@@ -78,15 +78,19 @@ fn ip(s: &str) -> Result<IpAddr, CtlError> {
     s.trim().parse().map_err(|_| CtlError::Usage(format!("{s:?} is not an IP address")))
 }
 
-/// The node log, brought up to date first (allocations and releases not yet logged).
-fn events(net: &Network) -> Result<Vec<AuditEvent>, CtlError> {
+/// The node log (of one address, through its index, when `ip` is given), brought up to date
+/// first (allocations and releases not yet logged).
+fn events(net: &Network, ip: Option<IpAddr>) -> Result<Vec<AuditEvent>, CtlError> {
     let ipam = net.open_ipam()?;
     if net.has_state() {
         if let Err(e) = podnet_audit::collect(&ipam) {
             eprintln!("podnetctl: the log could not be brought up to date ({e}); answering from it as it is");
         }
     }
-    Ok(podnet_audit::events(&ipam)?)
+    Ok(match ip {
+        Some(ip) => podnet_audit::events_of(&ipam, ip)?,
+        None => podnet_audit::events(&ipam)?,
+    })
 }
 
 #[derive(Serialize)]
@@ -126,7 +130,7 @@ pub fn run(cmd: &AuditCmd, net: &Network, output: Output) -> Result<i32, CtlErro
         AuditCmd::Who { ip: raw, at } => {
             let addr = ip(raw)?;
             let at = time(at, "--at")?.unwrap_or_else(SystemTime::now);
-            let iv = podnet_audit::intervals(&events(net)?);
+            let iv = podnet_audit::intervals(&events(net, Some(addr))?);
             let h = podnet_audit::who(&iv, addr, at);
             let w = Who {
                 ip: addr,
@@ -179,7 +183,7 @@ pub fn run(cmd: &AuditCmd, net: &Network, output: Output) -> Result<i32, CtlErro
                 until,
             };
             let iv: Vec<Interval> =
-                podnet_audit::intervals(&events(net)?).into_iter().filter(|i| filter.matches(i)).collect();
+                podnet_audit::intervals(&events(net, filter.ip)?).into_iter().filter(|i| filter.matches(i)).collect();
             match output {
                 Output::Json => print_json(&iv),
                 Output::Table => {
@@ -221,7 +225,7 @@ pub fn run(cmd: &AuditCmd, net: &Network, output: Output) -> Result<i32, CtlErro
             if let Format::Csv = format {
                 let _ = writeln!(out, "{}", keys.join(","));
             }
-            let mut all = events(net)?;
+            let mut all = events(net, None)?;
             // The log is in the order events were collected; a SIEM wants them in time order.
             all.sort_by_key(|e| podnet_audit::parse_time(&e.time).unwrap_or(SystemTime::UNIX_EPOCH));
             for e in all {

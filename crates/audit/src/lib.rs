@@ -15,5 +15,5 @@ mod query;
 
 pub use event::{AuditEvent, EventKind, Interval};
 pub use journal::AuditJournal;
-pub use log::{audit_dir, collect, events, CollectReport};
+pub use log::{append_events, audit_dir, collect, events, events_of, CollectReport};
 pub use query::{intervals, parse_time, who, Filter};

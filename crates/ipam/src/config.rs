@@ -212,6 +212,31 @@ struct RawIpam {
     pools: Option<Vec<PoolConfig>>,
     #[serde(default)]
     empty_block_grace_seconds: Option<u64>,
+    #[serde(default)]
+    audit: Option<AuditConfig>,
+}
+
+/// `ipam.audit`: how long and how much of the audit history a node keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditConfig {
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u64,
+    #[serde(default = "default_audit_max_bytes")]
+    pub max_bytes: u64,
+}
+
+fn default_retention_days() -> u64 {
+    90
+}
+fn default_audit_max_bytes() -> u64 {
+    256 << 20
+}
+
+impl Default for AuditConfig {
+    fn default() -> AuditConfig {
+        AuditConfig { retention_days: default_retention_days(), max_bytes: default_audit_max_bytes() }
+    }
 }
 
 /// A pool after validation, with its block size and reserved addresses resolved.
@@ -263,6 +288,7 @@ pub struct IpamConfig {
     /// How long a block must stay empty before GC hands it back to its pool.
     pub empty_block_grace: std::time::Duration,
     pub pools: Vec<Pool>,
+    pub audit: AuditConfig,
 }
 
 impl IpamConfig {
@@ -353,7 +379,13 @@ impl IpamConfig {
         let etcd = if store.kind == "etcd" { Some(etcd_config(&store)?) } else { None };
         let empty_block_grace =
             std::time::Duration::from_secs(raw.empty_block_grace_seconds.unwrap_or(DEFAULT_EMPTY_BLOCK_GRACE_SECONDS));
-        Ok(IpamConfig { node, data_dir, store, etcd, empty_block_grace, pools })
+        let audit = raw.audit.unwrap_or_default();
+        if audit.retention_days == 0 || audit.max_bytes < 1 << 20 {
+            return Err(IpamError::Config(
+                "ipam.audit: retentionDays must be at least 1 and maxBytes at least 1048576 (1 MiB)".into(),
+            ));
+        }
+        Ok(IpamConfig { node, data_dir, store, etcd, empty_block_grace, pools, audit })
     }
 
     /// The budget for one operation's cluster-store work (etcd: `timeoutMs`; the local store waits
