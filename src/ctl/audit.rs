@@ -78,8 +78,8 @@ fn ip(s: &str) -> Result<IpAddr, CtlError> {
     s.trim().parse().map_err(|_| CtlError::Usage(format!("{s:?} is not an IP address")))
 }
 
-/// The node log (of one address, through its index, when `ip` is given), brought up to date
-/// first (allocations and releases not yet logged).
+/// This node's log (of one address, through its index, when `ip` is given), brought up to date
+/// first, and every other node's events shipped to the cluster store.
 fn events(net: &Network, ip: Option<IpAddr>) -> Result<Vec<AuditEvent>, CtlError> {
     let ipam = net.open_ipam()?;
     if net.has_state() {
@@ -87,10 +87,22 @@ fn events(net: &Network, ip: Option<IpAddr>) -> Result<Vec<AuditEvent>, CtlError
             eprintln!("podnetctl: the log could not be brought up to date ({e}); answering from it as it is");
         }
     }
-    Ok(match ip {
+    let mut all = match ip {
         Some(ip) => podnet_audit::events_of(&ipam, ip)?,
         None => podnet_audit::events(&ipam)?,
-    })
+    };
+    match podnet_audit::cluster_events(&ipam) {
+        Ok((others, newest)) => {
+            all.extend(others.into_iter().filter(|e| ip.is_none_or(|ip| ip == e.ip)));
+            for (node, t) in newest {
+                eprintln!(
+                    "podnetctl: {node}: events shipped through {t} (podnetd ships every few seconds; each node stamps events with its own clock)"
+                );
+            }
+        }
+        Err(e) => eprintln!("podnetctl: other nodes' events are not included: the cluster store did not answer ({e})"),
+    }
+    Ok(all)
 }
 
 #[derive(Serialize)]

@@ -472,6 +472,11 @@ impl Agent {
         }
         if let Err(e) = podnet_audit::collect(&self.ipam) {
             tracing::warn!("bringing the audit log up to date: {e}");
+            return;
+        }
+        // To the cluster store, resuming from the cursor (an outage only delays it).
+        if let Err(e) = podnet_audit::ship(&self.ipam.fresh()) {
+            tracing::warn!("shipping audit events to the cluster store: {e}; will resume");
         }
     }
 

@@ -20,12 +20,12 @@ pub fn audit_dir(data_dir: &Path, network: &str) -> PathBuf {
     data_dir.join(network).join("audit")
 }
 
-fn dir_of(ipam: &Ipam) -> PathBuf {
+pub(crate) fn dir_of(ipam: &Ipam) -> PathBuf {
     audit_dir(&ipam.config().data_dir, ipam.network())
 }
 
 /// Segments, oldest first: (sequence number, path).
-fn segments(dir: &Path) -> Vec<(u64, PathBuf)> {
+pub(crate) fn segments(dir: &Path) -> Vec<(u64, PathBuf)> {
     let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(dir.join("log"))
         .map(|d| {
             d.filter_map(|e| {

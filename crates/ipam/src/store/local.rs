@@ -13,7 +13,7 @@ use crate::error::IpamError;
 use crate::model::{now_rfc3339, BlockLease, BlockRelease, Claim, ClaimAs, ClaimOutcome, NodeRecord};
 use ipnet::IpNet;
 use podnet_fsio::{
-    atomic_write, encode_record, ensure_dir, list_locked, read_record, remove, sync_dir, StoreLock, LOCK_WAIT,
+    atomic_write, encode_record, ensure_dir, list, list_locked, read_record, remove, sync_dir, StoreLock, LOCK_WAIT,
 };
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -193,6 +193,37 @@ impl ClusterStore for LocalStore {
         deadline: &Deadline,
     ) -> Result<NodeLease, IpamError> {
         self.put_node(record, ttl, deadline).map(|_| lease)
+    }
+
+    fn put_audit_batch(&self, node: &str, seq: u64, body: &[u8], _: &Deadline) -> Result<(), IpamError> {
+        let dir = self.dir.join("audit").join(node);
+        ensure_dir(&dir)?;
+        Ok(podnet_fsio::atomic_write(&dir, &format!("{seq:020}"), body)?)
+    }
+
+    fn audit_batches(&self, _: &Deadline) -> Result<Vec<super::AuditBatch>, IpamError> {
+        let root = self.dir.join("audit");
+        let mut out = Vec::new();
+        for node in list(&root).unwrap_or_default() {
+            for name in list(&root.join(&node)).unwrap_or_default() {
+                let Ok(seq) = name.parse::<u64>() else { continue };
+                let path = root.join(&node).join(&name);
+                let body = std::fs::read(&path).map_err(|e| IpamError::io(format!("reading {}", path.display()), e))?;
+                out.push(super::AuditBatch { node: node.clone(), seq, body });
+            }
+        }
+        out.sort_by(|a, b| (&a.node, a.seq).cmp(&(&b.node, b.seq)));
+        Ok(out)
+    }
+
+    fn drop_audit_batches(&self, node: &str, below: u64, _: &Deadline) -> Result<(), IpamError> {
+        let dir = self.dir.join("audit").join(node);
+        for name in list(&dir).unwrap_or_default() {
+            if name.parse::<u64>().is_ok_and(|s| s < below) {
+                remove(&dir, &name)?;
+            }
+        }
+        Ok(())
     }
 
     fn remove_node(&self, node: &str, _: &Deadline) -> Result<(), IpamError> {

@@ -99,6 +99,15 @@ pub trait ClusterWatch: Send {
     fn next(&mut self, timeout: Duration) -> Result<Vec<ClusterEvent>, WatchError>;
 }
 
+/// A batch of one node's audit events, as shipped (`<prefix>/<network>/audit/<node>/<seq>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditBatch {
+    pub node: String,
+    pub seq: u64,
+    /// JSON lines, one event each.
+    pub body: Vec<u8>,
+}
+
 /// What [`ClusterStore::lease_one_of`] got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseAttempt {
@@ -169,6 +178,13 @@ pub trait ClusterStore: Send + Sync {
     fn claims(&self, deadline: &Deadline) -> Result<Vec<Claim>, IpamError>;
     /// Blocks whose owners lend addresses to other nodes.
     fn lending_blocks(&self, deadline: &Deadline) -> Result<Vec<IpNet>, IpamError>;
+    /// Store batch `seq` of `node`'s audit events (JSON lines); putting the same batch again is
+    /// harmless (a retry after a lost reply, or a restart before the cursor was kept).
+    fn put_audit_batch(&self, node: &str, seq: u64, body: &[u8], deadline: &Deadline) -> Result<(), IpamError>;
+    /// Every node's audit batches.
+    fn audit_batches(&self, deadline: &Deadline) -> Result<Vec<AuditBatch>, IpamError>;
+    /// Drop `node`'s batches numbered below `below` (what the node's retention dropped).
+    fn drop_audit_batches(&self, node: &str, below: u64, deadline: &Deadline) -> Result<(), IpamError>;
     /// Round trips to a remote store so far in this process (0 for the local store).
     fn requests(&self) -> usize {
         0
