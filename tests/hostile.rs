@@ -268,6 +268,15 @@ fn corrupt_records_are_refused_with_103_and_rebuilt_from_the_kernel(dataplane: &
     for (i, want) in ["restored", "restored", "freed"].iter().enumerate() {
         assert!(actions.contains(&(want.to_string(), ips[i].clone())), "{} should be {want}: {actions:?}", ips[i]);
     }
+    // The audit history tells the release rebuild made (the record it freed was unreadable).
+    let (code, out) = podnetctl(&node, &list, &["audit", "export"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines().any(|l| l.contains(&format!("\"ip\":\"{}\"", ips[2]))
+            && l.contains("\"containerId\":\"c2\"")
+            && l.contains("released")),
+        "{out}"
+    );
     assert!(actions.iter().any(|(a, _)| a == "blockRestored"), "{actions:?}");
     let quarantine = PathBuf::from(report["quarantine"].as_str().unwrap());
     assert_eq!(list_dir(&quarantine).len(), 4, "every corrupt file is kept");

@@ -330,6 +330,10 @@ pub fn collect(ipam: &Ipam) -> Result<CollectReport, IpamError> {
             continue;
         }
         let Some(from) = from else {
+            // Its allocation was never logged and its record was unreadable (a corrupt record
+            // `ipam rebuild` freed): the release is all there is to tell.
+            new.push(p.released);
+            report.released += 1;
             done.push(name);
             continue;
         };
