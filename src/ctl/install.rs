@@ -12,10 +12,11 @@ use serde_json::{json, Value};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// What podnet keeps under `<dataDir>/<network>/` (README, "State on disk").
-const NETWORK_STATE: &[&str] = &["ipam", "endpoints", "quarantine", "locks"];
+/// What podnet keeps under `<dataDir>/<network>/` (README, "State on disk"); the audit history
+/// too (export it first to keep it: `podnetctl audit export`).
+const NETWORK_STATE: &[&str] = &["ipam", "endpoints", "quarantine", "locks", "audit"];
 /// What the local cluster store keeps under `<store>/<network>/`.
-const CLUSTER_STATE: &[&str] = &["blocks", "claims", "lending", "nodes", "lock"];
+const CLUSTER_STATE: &[&str] = &["blocks", "claims", "lending", "nodes", "lock", "audit"];
 
 /// The CNI plugins podnet installs; podnetctl itself stays wherever it was run from.
 const PLUGINS: [&str; 2] = ["podnet", "podnet-ipam"];

@@ -7,6 +7,7 @@ mod inspect;
 pub mod install;
 mod ipam;
 mod lab;
+mod plan;
 mod render;
 
 pub use error::CtlError;
@@ -50,6 +51,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: audit::AuditCmd,
     },
+    /// What a cluster design costs in VNet addresses and routes per mode (vnet, overlay, range),
+    /// and the largest cluster each allows; touches nothing.
+    Plan(plan::PlanArgs),
     /// A cluster in network namespaces on this machine: `up`, `status`, `ping`, `down`.
     Lab {
         #[command(subcommand)]
@@ -89,6 +93,7 @@ fn run(cli: &Cli) -> Result<i32, CtlError> {
         Cmd::Install(args) => install::install(args, cli.config.as_deref()),
         Cmd::Uninstall(args) => install::uninstall(args, cli.config.as_deref()),
         Cmd::Lab { cmd } => lab::run(cmd, cli.output),
+        Cmd::Plan(args) => plan::run(args, cli.config.as_deref(), cli.output),
         Cmd::Audit { cmd } => audit::run(cmd, &network(cli.config.as_deref())?, cli.output),
         Cmd::Version => {
             println!("podnetctl {}", env!("CARGO_PKG_VERSION"));
