@@ -9,8 +9,7 @@ use podnet_dataplane::routes::{RouteTarget, PODNET_ROUTE_PROTOCOL};
 use podnet_lab::cluster::metric;
 use podnet_lab::{Cluster, ClusterNode, ClusterSpec, StoreKind};
 use serde_json::json;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -181,48 +180,27 @@ fn pods_on_three_nodes_reach_each_other_in_every_encapsulation() {
     }
 }
 
-/// A TCP listener on the external host that answers every connection with the peer's address.
-fn echo_peer(ext: &Netns) -> std::thread::JoinHandle<()> {
-    let listener = ext.run(|| TcpListener::bind((EXTERNAL_IP, 7000))).unwrap().unwrap();
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let peer = s.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-            let _ = s.write_all(peer.as_bytes());
-        }
-    })
-}
-
-/// Connect from `pod` to the external host: the address it saw us as (None when nothing came back).
-fn seen_from_outside(pod: &Pod) -> Option<String> {
-    pod.ns
-        .run(|| {
-            let addr: SocketAddr = format!("{EXTERNAL_IP}:7000").parse().unwrap();
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
-            s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-            let mut out = String::new();
-            s.read_to_string(&mut out).ok()?;
-            Some(out)
-        })
-        .unwrap()
-}
-
 #[test]
 fn snat_hides_pods_from_the_outside_except_toward_non_masquerade_cidrs() {
     let mut c = cluster(StoreKind::Etcd);
     let ext = Netns::new("ext");
     c.fabric.attach(&ext, "eth0", EXTERNAL_SUBNET, 10).unwrap();
-    let _listener = echo_peer(&ext);
+    let _listener = echo_peer(&ext, EXTERNAL_IP, 7000);
     c.nodes[0].start_agent(&agent_args("auto", &[])).unwrap();
     c.nodes[1].start_agent(&agent_args("auto", &["--non-masquerade-cidr", "203.0.113.0/24"])).unwrap();
     let p1 = add_pod(&c.nodes[0], "snat-p1");
     let p2 = add_pod(&c.nodes[1], "snat-p2");
     wait_for("the SNAT table", Duration::from_secs(10), || nft_table(&c.nodes[0]).contains("masquerade"), &c);
-    assert_eq!(seen_from_outside(&p1).as_deref(), Some("192.168.10.10"), "masqueraded to node-1's address");
+    assert_eq!(seen_by(&p1.ns, EXTERNAL_IP, 7000).as_deref(), Some("192.168.10.10"), "masqueraded to node-1's address");
     // Toward a non-masquerade CIDR the pod keeps its address: the fabric is told the way back.
     let block = block_of(p2.ip).parse().unwrap();
     podnet_lab::link::add_route(&c.fabric.ns, block, Some("192.168.10.11".parse().unwrap()), "seg0").unwrap();
     wait_for("node-2's SNAT table", Duration::from_secs(10), || nft_table(&c.nodes[1]).contains("203.0.113.0/24"), &c);
-    assert_eq!(seen_from_outside(&p2), Some(p2.ip.to_string()), "not masqueraded toward --non-masquerade-cidr");
+    assert_eq!(
+        seen_by(&p2.ns, EXTERNAL_IP, 7000),
+        Some(p2.ip.to_string()),
+        "not masqueraded toward --non-masquerade-cidr"
+    );
     // Pod to pod is never masqueraded: node-2's pod sees node-1's pod's own address.
     assert!(p1.ns.ping(&p2.ip.to_string()));
     // The table is podnet's alone and holds the pools and the exceptions as sets.

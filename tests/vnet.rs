@@ -9,8 +9,6 @@ use podnet_lab::cluster::metric;
 use podnet_lab::hostagent::{document, Answer, HostAgent};
 use podnet_lab::{Cluster, ClusterNode, ClusterSpec, StoreKind};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -87,29 +85,6 @@ fn podnetctl_json(n: &ClusterNode, args: &[&str]) -> (i32, Value) {
     (out.status.code().unwrap_or(-1), v)
 }
 
-/// A TCP listener on the VNet host that answers every connection with the peer's address.
-fn echo_peer(host: &Netns) {
-    let listener = host.run(|| TcpListener::bind((VNET_HOST, 7000))).unwrap().unwrap();
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let peer = s.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-            let _ = s.write_all(peer.as_bytes());
-        }
-    });
-}
-
-fn seen_by_vnet_host(pod: &Netns) -> Option<String> {
-    pod.run(|| {
-        let addr: SocketAddr = format!("{VNET_HOST}:7000").parse().unwrap();
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
-    })
-    .unwrap()
-}
-
 #[test]
 fn pods_take_their_own_node_s_secondaries_and_are_reached_by_them_without_snat() {
     let mut lab = vnet_lab(3, json!({}));
@@ -127,8 +102,8 @@ fn pods_take_their_own_node_s_secondaries_and_are_reached_by_them_without_snat()
     assert!(lab.host.ping(&ip1) && lab.host.ping(&ip2));
     // Pod to pod across nodes, and to the VNet host, which sees the pod's own address.
     assert!(p1.ping(&ip2), "pod on node-1 to pod on node-2");
-    echo_peer(&lab.host);
-    assert_eq!(seen_by_vnet_host(&p1).as_deref(), Some(ip1.as_str()), "no SNAT for a vnet pool");
+    let _listener = echo_peer(&lab.host, VNET_HOST, 7000);
+    assert_eq!(seen_by(&p1, VNET_HOST, 7000).as_deref(), Some(ip1.as_str()), "no SNAT for a vnet pool");
     // The node answers ARP for its pods on its uplink only, by proxy entries for those addresses.
     let proxies = lab.c.nodes[0].ns.exec(&["ip", "neigh", "show", "proxy"]);
     assert!(proxies.contains(&ip1) && proxies.contains("eth0"), "{proxies}");

@@ -562,3 +562,30 @@ pub fn sample_for_duplicates(pods: &[Netns], stop: &std::sync::atomic::AtomicBoo
     }
     (rounds, dups)
 }
+
+/// A TCP listener at `ip:port` inside `ns` that answers every connection with the peer's
+/// address: what a host outside the pods sees them as (SNAT or not).
+pub fn echo_peer(ns: &Netns, ip: &str, port: u16) -> std::thread::JoinHandle<()> {
+    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    let listener = ns.run(move || std::net::TcpListener::bind(addr)).unwrap().unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let peer = s.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+            let _ = std::io::Write::write_all(&mut s, peer.as_bytes());
+        }
+    })
+}
+
+/// Connect from inside `from` to an [`echo_peer`] at `ip:port`: the address it saw (None when
+/// nothing came back).
+pub fn seen_by(from: &Netns, ip: &str, port: u16) -> Option<String> {
+    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    from.run(move || {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3)).ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(3))).ok()?;
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut s, &mut out).ok()?;
+        Some(out)
+    })
+    .unwrap()
+}

@@ -55,24 +55,8 @@ impl Mode {
     }
 }
 
-/// podnetd's `--encap` on every node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Encap {
-    None,
-    Vxlan,
-    Auto,
-}
-
-impl Encap {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Encap::None => "none",
-            Encap::Vxlan => "vxlan",
-            Encap::Auto => "auto",
-        }
-    }
-}
+/// podnetd's `--encap` on every node: podnetd's own type.
+pub use podnet_agent::desired::Encap;
 
 /// The plugin's `dataplane`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -540,17 +524,8 @@ pub(crate) fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> Result<T, LabErro
     results.into_inner().expect("no worker panics").into_iter().map(|r| r.expect("every index ran")).collect()
 }
 
-pub(crate) fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+pub(crate) fn wait_until(limit: Duration, cond: impl FnMut() -> bool) -> bool {
+    crate::ClusterNode::wait_until(limit, cond)
 }
 
 #[cfg(test)]
