@@ -216,23 +216,10 @@ fn inventory_file_and_interface_mac_choose_the_nic() {
         ("00-0D-3A-00-00-AA", false, VNET, vec![("10.240.0.20".into(), true), ("10.240.7.7".into(), false)]),
     ]);
     std::fs::write(&file, doc).unwrap();
-    let lab = vnet_lab(1, json!({"inventoryUrl": null, "inventoryFile": file, "interfaceMac": "00:0d:3a:00:00:aa"}));
-    let n = &lab.c.nodes[0];
-    let mut conf = n.conf.clone();
-    conf["ipam"]["pools"][0].as_object_mut().unwrap().remove("inventoryUrl");
-    let pod = Netns::new("f1");
-    let out = podnet_lab::Invocation {
-        plugin: Path::new(PODNET),
-        command: "ADD",
-        node_netns: &n.ns.path(),
-        pod_netns: Some(&pod.path()),
-        env: &[("CNI_CONTAINERID", "f1"), ("CNI_IFNAME", "eth0")],
-        cni_path: Path::new(PODNET).parent().unwrap().to_str().unwrap(),
-        stdin: &serde_json::to_vec(&conf).unwrap(),
-        mount_ns: None,
-    }
-    .run()
-    .unwrap();
+    let mut lab =
+        vnet_lab(1, json!({"inventoryUrl": null, "inventoryFile": file, "interfaceMac": "00:0d:3a:00:00:aa"}));
+    lab.c.nodes[0].conf["ipam"]["pools"][0].as_object_mut().unwrap().remove("inventoryUrl");
+    let (_pod, out) = add(&lab.c.nodes[0], "f1");
     assert_eq!(ip_of(&out), "10.240.7.7", "the second NIC's secondary");
     assert_eq!(lab.agents[0].requests(), 0, "a file, not the host agent");
 }
@@ -252,23 +239,9 @@ fn host_agent_requests_over_a_hundred_adds_are_bounded_by_refresh_seconds() {
 
 #[test]
 fn a_vnet_pool_on_the_bridge_dataplane_is_refused_naming_the_routed_one() {
-    let lab = vnet_lab(2, json!({}));
-    let n = &lab.c.nodes[0];
-    let mut conf = n.conf.clone();
-    conf["dataplane"] = json!("bridge");
-    let pod = Netns::new("h");
-    let out = podnet_lab::Invocation {
-        plugin: Path::new(PODNET),
-        command: "ADD",
-        node_netns: &n.ns.path(),
-        pod_netns: Some(&pod.path()),
-        env: &[("CNI_CONTAINERID", "h1"), ("CNI_IFNAME", "eth0")],
-        cni_path: Path::new(PODNET).parent().unwrap().to_str().unwrap(),
-        stdin: &serde_json::to_vec(&conf).unwrap(),
-        mount_ns: None,
-    }
-    .run()
-    .unwrap();
+    let mut lab = vnet_lab(2, json!({}));
+    lab.c.nodes[0].conf["dataplane"] = json!("bridge");
+    let (pod, out) = add(&lab.c.nodes[0], "h1");
     assert_eq!(out.code(), 7, "{}", out.raw);
     assert!(out.raw.contains("routed"), "{}", out.raw);
     assert!(pod.links().iter().all(|l| l == "lo"));

@@ -224,23 +224,15 @@ fn check(d: &Design, errors: &mut Vec<String>) {
         }
     }
     let max = if d.pod_cidr.addr().is_ipv4() { 32 } else { 128 };
-    if d.block_size < d.pod_cidr.prefix_len() || d.block_size > max - 2 {
-        errors.push(format!(
-            "--block-size {} does not fit --pod-cidr {}: use {} to {}",
-            d.block_size,
-            d.pod_cidr,
-            d.pod_cidr.prefix_len(),
-            max - 2
-        ));
-    }
-    if d.node_cidr_size < d.pod_cidr.prefix_len() || d.node_cidr_size > max - 2 {
-        errors.push(format!(
-            "--node-cidr-size {} does not fit --pod-cidr {}: use {} to {}",
-            d.node_cidr_size,
-            d.pod_cidr,
-            d.pod_cidr.prefix_len(),
-            max - 2
-        ));
+    for (flag, len) in [("--block-size", d.block_size), ("--node-cidr-size", d.node_cidr_size)] {
+        if len < d.pod_cidr.prefix_len() || len > max - 2 {
+            errors.push(format!(
+                "{flag} {len} does not fit --pod-cidr {}: use {} to {}",
+                d.pod_cidr,
+                d.pod_cidr.prefix_len(),
+                max - 2
+            ));
+        }
     }
     if !d.vnet_cidr.addr().is_ipv4() {
         errors.push(format!("--vnet-cidr {} must be IPv4 (the VNet's node subnet)", d.vnet_cidr));
