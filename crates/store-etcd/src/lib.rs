@@ -13,8 +13,7 @@
 //! broken connection is rebuilt on the next call. A watch gets a connection of its own.
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue, PutOptions,
-    TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions, WatchStream,
+    Client, Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
 };
 use ipnet::IpNet;
 use podnet_ipam::addr::{net_from_file_name, net_to_file_name};
@@ -22,41 +21,20 @@ use podnet_ipam::config::{EtcdConfig, Pool};
 use podnet_ipam::model::NodeRecord;
 use podnet_ipam::model::{now_rfc3339, BlockLease, BlockRelease, Claim, ClaimAs, ClaimOutcome};
 use podnet_ipam::{
-    ClusterEvent, ClusterSnapshot, ClusterStore, ClusterWatch, Deadline, IpamError, LeaseAttempt, LeaseSnapshot,
-    NodeLease, WatchError,
+    ClusterSnapshot, ClusterStore, ClusterWatch, Deadline, IpamError, LeaseAttempt, LeaseSnapshot, NodeLease,
 };
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Why one attempt failed: worth retrying within the budget, or not.
-enum Failure {
-    Transient(String),
-    Config(String),
-}
+mod audit;
+mod conn;
+mod nodes;
+mod watch;
 
-/// Wrong credentials or permissions stay wrong: report them at once as a config error, not as
-/// "try again later" after the whole budget.
-fn classify(e: &etcd_client::Error) -> Failure {
-    let permanent = match e {
-        etcd_client::Error::GRpcStatus(status) => {
-            let text = status.message().to_ascii_lowercase();
-            text.contains("authentication failed")
-                || text.contains("permission denied")
-                || text.contains("invalid auth token")
-        }
-        _ => false,
-    };
-    if permanent {
-        Failure::Config(format!("etcd refused the credentials or permissions: {e}; check username and passwordFile"))
-    } else {
-        Failure::Transient(e.to_string())
-    }
-}
-
-/// A connection: the client and the single-threaded runtime that drives it.
-type Conn = (tokio::runtime::Runtime, Client);
+use conn::{classify, connect, Conn, Failure};
+use watch::EtcdWatch;
 
 pub struct EtcdStore {
     cfg: EtcdConfig,
@@ -276,151 +254,6 @@ impl EtcdStore {
             out.push((lease, kv.mod_revision()));
         }
         Ok((out, resp.header().map(|h| h.revision()).unwrap_or(0)))
-    }
-}
-
-/// Open a client within `left`, with the config's credentials and TLS files.
-fn connect(cfg: &EtcdConfig, left: Duration) -> Result<Conn, Failure> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::Config(format!("starting the etcd client runtime: {e}")))?;
-    let mut opts = ConnectOptions::new().with_connect_timeout(left).with_timeout(left);
-    let read =
-        |p: &std::path::Path| std::fs::read(p).map_err(|e| Failure::Config(format!("reading {}: {e}", p.display())));
-    if let (Some(user), Some(pw_file)) = (&cfg.username, &cfg.password_file) {
-        // The password is read here and never logged.
-        let password = String::from_utf8_lossy(&read(pw_file)?).trim_end_matches(['\n', '\r']).to_string();
-        opts = opts.with_user(user.clone(), password);
-    }
-    if let Some(files) = &cfg.tls {
-        let mut tls = TlsOptions::new();
-        if let Some(ca) = &files.ca {
-            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
-        }
-        if let (Some(cert), Some(key)) = (&files.cert, &files.key) {
-            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-        }
-        opts = opts.with_tls(tls);
-    }
-    let endpoints = cfg.endpoints.clone();
-    let client = rt
-        .block_on(async { tokio::time::timeout(left, Client::connect(endpoints, Some(opts))).await })
-        .map_err(|_| Failure::Transient("connecting timed out".into()))?
-        .map_err(|e| classify(&e))?;
-    Ok((rt, client))
-}
-
-/// Changes from an etcd watch on the network's prefix (leases and node records), on a
-/// connection of its own (a watch waits long; the store's connection serves short calls).
-struct EtcdWatch {
-    conn: Conn,
-    stream: WatchStream,
-    blocks_prefix: String,
-    nodes_prefix: String,
-}
-
-impl ClusterWatch for EtcdWatch {
-    fn next(&mut self, timeout: Duration) -> Result<Vec<ClusterEvent>, WatchError> {
-        let until = std::time::Instant::now() + timeout;
-        let (rt, _) = &self.conn;
-        // The watch's creation and progress notices carry no events: keep waiting for some.
-        let resp = loop {
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            let got = rt.block_on(async { tokio::time::timeout(left, self.stream.message()).await });
-            let resp = match got {
-                Err(_) => return Ok(Vec::new()),
-                Ok(Err(e)) => return Err(WatchError::Unavailable(e.to_string())),
-                Ok(Ok(None)) => return Err(WatchError::Unavailable("etcd closed the watch".into())),
-                Ok(Ok(Some(resp))) => resp,
-            };
-            if resp.compact_revision() > 0 {
-                return Err(WatchError::Compacted);
-            }
-            if resp.canceled() {
-                return Err(WatchError::Unavailable(format!("etcd cancelled the watch: {}", resp.cancel_reason())));
-            }
-            if !resp.events().is_empty() || left.is_zero() {
-                break resp;
-            }
-        };
-        let mut out = Vec::new();
-        for ev in resp.events() {
-            let Some(kv) = ev.kv() else { continue };
-            let key = kv.key_str().unwrap_or_default();
-            if let Some(name) = key.strip_prefix(&self.blocks_prefix) {
-                let Some(block) = net_from_file_name(name) else { continue };
-                match ev.event_type() {
-                    EventType::Put => match serde_json::from_slice::<BlockLease>(kv.value()) {
-                        Ok(lease) if lease.block == block => out.push(ClusterEvent::Leased(lease)),
-                        // A value that does not decode leases nothing a route could be made for.
-                        _ => tracing::warn!(key, "a lease in etcd does not decode; ignored until rewritten"),
-                    },
-                    EventType::Delete => out.push(ClusterEvent::Released(block)),
-                }
-            } else if let Some(node) = key.strip_prefix(&self.nodes_prefix) {
-                match ev.event_type() {
-                    EventType::Put => match serde_json::from_slice::<NodeRecord>(kv.value()) {
-                        Ok(r) if r.node == node => out.push(ClusterEvent::NodeUp(r)),
-                        _ => tracing::warn!(key, "a node record in etcd does not decode; ignored until rewritten"),
-                    },
-                    EventType::Delete => out.push(ClusterEvent::NodeGone(node.to_string())),
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-impl EtcdStore {
-    fn node_key(&self, node: &str) -> String {
-        format!("{}{node}", self.nodes_prefix)
-    }
-
-    fn decode_nodes(&self, kvs: &[KeyValue]) -> Vec<NodeRecord> {
-        kvs.iter()
-            .filter_map(|kv| {
-                let key = kv.key_str().ok()?;
-                match serde_json::from_slice::<NodeRecord>(kv.value()) {
-                    Ok(r) if key.strip_prefix(&self.nodes_prefix) == Some(r.node.as_str()) => Some(r),
-                    _ => {
-                        tracing::warn!(key, "a node record in etcd does not decode; ignored until rewritten");
-                        None
-                    }
-                }
-            })
-            .collect()
-    }
-
-    fn decode_leases(&self, kvs: &[KeyValue]) -> Result<Vec<BlockLease>, IpamError> {
-        kvs.iter()
-            .map(|kv| {
-                let key = kv.key_str().unwrap_or_default().to_string();
-                let lease: BlockLease = serde_json::from_slice(kv.value()).map_err(|e| IpamError::Corrupt {
-                    path: key.clone().into(),
-                    why: format!("etcd value does not decode: {e}"),
-                })?;
-                if net_from_file_name(key.trim_start_matches(&self.blocks_prefix)) != Some(lease.block) {
-                    return Err(IpamError::Corrupt {
-                        path: key.into(),
-                        why: format!("holds block {} under another key", lease.block),
-                    });
-                }
-                Ok(lease)
-            })
-            .collect()
-    }
-
-    /// Grant a lease of `ttl` and put the record under it.
-    fn grant_and_put(&self, record: &NodeRecord, ttl: Duration, deadline: &Deadline) -> Result<NodeLease, IpamError> {
-        let secs = ttl.as_secs().max(1) as i64;
-        let id = self.call(deadline, |mut c| async move { c.lease_grant(secs, None).await.map(|r| r.id()) })?;
-        let (key, value) = (self.node_key(&record.node), serde_json::to_vec(record).expect("records serialize"));
-        self.call(deadline, |mut c| {
-            let (key, value) = (key.clone(), value.clone());
-            async move { c.put(key, value, Some(PutOptions::new().with_lease(id))).await }
-        })?;
-        Ok(NodeLease(id))
     }
 }
 
@@ -708,43 +541,15 @@ impl ClusterStore for EtcdStore {
     }
 
     fn put_audit_batch(&self, node: &str, seq: u64, body: &[u8], deadline: &Deadline) -> Result<(), IpamError> {
-        let key = format!("{}audit/{node}/{seq:020}", self.network_prefix);
-        let body = body.to_vec();
-        self.call(deadline, |mut c| {
-            let (key, body) = (key.clone(), body.clone());
-            async move { c.put(key, body, None).await }
-        })
-        .map(|_| ())
+        self.put_audit(node, seq, body, deadline)
     }
 
     fn audit_batches(&self, deadline: &Deadline) -> Result<Vec<podnet_ipam::store::AuditBatch>, IpamError> {
-        let prefix = format!("{}audit/", self.network_prefix);
-        let resp = self.call(deadline, |mut c| {
-            let prefix = prefix.clone();
-            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-        })?;
-        Ok(resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                let (node, seq) = kv.key_str().ok()?.strip_prefix(&prefix)?.rsplit_once('/')?;
-                Some(podnet_ipam::store::AuditBatch {
-                    node: node.to_string(),
-                    seq: seq.parse().ok()?,
-                    body: kv.value().to_vec(),
-                })
-            })
-            .collect())
+        self.list_audit(deadline)
     }
 
     fn drop_audit_batches(&self, node: &str, below: u64, deadline: &Deadline) -> Result<(), IpamError> {
-        let from = format!("{}audit/{node}/", self.network_prefix);
-        let to = format!("{}audit/{node}/{below:020}", self.network_prefix);
-        self.call(deadline, |mut c| {
-            let (from, to) = (from.clone(), to.clone());
-            async move { c.delete(from, Some(etcd_client::DeleteOptions::new().with_range(to))).await }
-        })
-        .map(|_| ())
+        self.drop_audit(node, below, deadline)
     }
 
     fn requests(&self) -> usize {
