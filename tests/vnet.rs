@@ -155,8 +155,17 @@ fn capacity_exhaustion_and_inventory_changes() {
         n.http_get("127.0.0.1:9695", "/metrics").ok().and_then(|(_, t)| metric(&t, sample)) == Some(1.0)
     });
     assert!(reported, "{}", n.http_get("127.0.0.1:9695", "/metrics").map(|r| r.1).unwrap_or_default());
+    // The audit history ends c1's holding of `a` when the cloud took it back, though the pod
+    // still carries it (the cloud may give it to another node now).
+    let closed = ClusterNode::wait_until(Duration::from_secs(10), || {
+        let (_, h) = podnetctl_json(n, &["audit", "history", "--ip", &a]);
+        h.as_array().is_some_and(|v| v.len() == 1 && v[0]["containerId"] == "c1" && !v[0]["until"].is_null())
+    });
+    assert!(closed, "{}", podnetctl_json(n, &["audit", "history", "--ip", &a]).1);
     // Its pod goes: the address is free of the pod but never handed out again.
     assert!(n.cni("DEL", "c1", Some(&pa)).unwrap().ok);
+    let (_, h) = podnetctl_json(n, &["audit", "history", "--ip", &a]);
+    assert_eq!(h.as_array().map(Vec::len), Some(1), "its DEL adds no second release: {h}");
     let (_pe, oe) = add(n, "c5");
     assert_eq!(oe.code(), 100, "{}", oe.raw);
     assert_eq!(podnetctl_json(n, &["ipam", "check"]).0, 0);

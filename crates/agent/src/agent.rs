@@ -452,6 +452,10 @@ impl Agent {
                 tracing::warn!("refreshing the vnet inventory: {e}");
             }
         }
+        // The audit history ends the holding of an address the cloud took back.
+        if let Err(e) = podnet_audit::note_withdrawn(&self.ipam) {
+            tracing::warn!("noting withdrawn vnet addresses in the audit history: {e}");
+        }
         let network = self.network.name.clone();
         let withdrawn = self.ipam.withdrawn().unwrap_or_default();
         for p in vnet {

@@ -17,6 +17,10 @@ pub(crate) struct Pending {
     pub released: AuditEvent,
     /// The allocation it ends, when its record read back.
     pub allocated: Option<AuditEvent>,
+    /// The address was taken back by its source (vnet: the cloud removed it from the NIC) while
+    /// its pod still carries it: the holding ends now, though the record stays until the pod goes.
+    #[serde(default)]
+    pub withdrawn: bool,
 }
 
 pub struct AuditJournal {
@@ -62,7 +66,7 @@ impl Journal for AuditJournal {
             event: EventKind::Released,
         };
         podnet_fsio::ensure_dir(&self.pending)?;
-        let body = serde_json::to_vec(&Pending { released, allocated }).expect("events serialize");
+        let body = serde_json::to_vec(&Pending { released, allocated, withdrawn: false }).expect("events serialize");
         // Time first, so a directory listing is in release order; the handle's hash keeps names
         // of one instant apart.
         let hash = Sha256::digest(handle.key().as_bytes());
@@ -71,4 +75,36 @@ impl Journal for AuditJournal {
         batch.put(&self.pending, &name, body);
         Ok(())
     }
+}
+
+/// End the holding of every address its source took back while a pod carries it (vnet: the
+/// cloud removed it from the NIC; it may be given to another node now): one pending release
+/// each, named after the allocation so noting it again changes nothing. The number noted anew.
+pub fn note_withdrawn(ipam: &podnet_ipam::Ipam) -> Result<usize, IpamError> {
+    let withdrawn = ipam.withdrawn()?;
+    if withdrawn.is_empty() {
+        return Ok(0);
+    }
+    let pending = crate::audit_dir(&ipam.config().data_dir, ipam.network()).join("pending");
+    let mut noted = 0;
+    for a in
+        ipam.allocations()?.iter().filter(|a| withdrawn.iter().any(|(p, ip)| *p == a.pool && *ip == a.address.addr()))
+    {
+        let hash = Sha256::digest(format!("{} {} {}", a.handle.key(), a.address.addr(), a.allocated_at).as_bytes());
+        let name = format!(
+            "withdrawn-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+            hash[0], hash[1], hash[2], hash[3], hash[4], hash[5]
+        );
+        if pending.join(&name).exists() || pending.join(format!("done-{name}")).exists() {
+            continue;
+        }
+        let allocated = AuditEvent::allocated(a, ipam.network());
+        let released = AuditEvent { time: now_micros(), event: EventKind::Released, ..allocated.clone() };
+        podnet_fsio::ensure_dir(&pending)?;
+        let body = serde_json::to_vec(&Pending { released, allocated: Some(allocated), withdrawn: true })
+            .expect("events serialize");
+        podnet_fsio::atomic_write(&pending, &name, &body)?;
+        noted += 1;
+    }
+    Ok(noted)
 }

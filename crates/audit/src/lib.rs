@@ -15,7 +15,7 @@ mod query;
 mod ship;
 
 pub use event::{AuditEvent, EventKind, Interval};
-pub use journal::AuditJournal;
+pub use journal::{note_withdrawn, AuditJournal};
 pub use log::{append_events, audit_dir, collect, events, events_of, CollectReport};
 pub use query::{intervals, parse_time, who, Filter};
 pub use ship::{cluster_events, ship, ShipReport};

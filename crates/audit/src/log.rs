@@ -286,9 +286,20 @@ pub fn collect(ipam: &Ipam) -> Result<CollectReport, IpamError> {
         Err(_) => Vec::new(),
     };
     names.sort();
+    // Markers of withdrawals already logged (`done-<name>`): kept while the pod still holds the
+    // address, so it is not noted again; gone with the record.
+    let held_keys: HashSet<Key> =
+        records.iter().map(|a| (a.address.addr(), a.handle.container_id.clone(), a.handle.ifname.clone())).collect();
     let mut pendings = Vec::new();
     for name in names {
         let path = pending_dir.join(&name);
+        if name.starts_with("done-") {
+            let marker: Option<Pending> = std::fs::read(&path).ok().and_then(|t| serde_json::from_slice(&t).ok());
+            if marker.is_none_or(|m| !held_keys.contains(&key(&m.released))) {
+                let _ = std::fs::remove_file(&path);
+            }
+            continue;
+        }
         let Ok(text) = std::fs::read(&path) else { continue };
         let p: Pending = serde_json::from_slice(&text).map_err(|e| IpamError::Corrupt {
             path: path.clone(),
@@ -326,7 +337,8 @@ pub fn collect(ipam: &Ipam) -> Result<CollectReport, IpamError> {
         let from = p.allocated.as_ref().map(|a| a.time.clone()).or_else(|| open.get(&k).cloned());
         // Written, but the record it releases is still there: that release has not happened
         // (a DEL killed half-way); its retry leaves another pending file.
-        if from.as_ref().is_some_and(|f| held.contains(&(k.clone(), f.clone()))) {
+        // (A withdrawal ends the holding while the record stays: it is logged all the same.)
+        if !p.withdrawn && from.as_ref().is_some_and(|f| held.contains(&(k.clone(), f.clone()))) {
             continue;
         }
         let Some(from) = from else {
@@ -359,12 +371,17 @@ pub fn collect(ipam: &Ipam) -> Result<CollectReport, IpamError> {
     if !new.is_empty() {
         let frames: Vec<Vec<u8>> = new.iter().map(|e| serde_json::to_vec(e).expect("events serialize")).collect();
         let pos = append(&dir, ipam.config().audit.max_bytes / 8, &frames)?;
-        keep_state(&dir, pos, &open, &recent)?;
+        keep_state(&dir, pos, &open, &still_held(&closed, &held, recent))?;
     } else if replayed {
-        keep_state(&dir, log_end(&dir), &open, &recent)?;
+        keep_state(&dir, log_end(&dir), &open, &still_held(&closed, &held, recent))?;
     }
     for name in &done {
-        let _ = std::fs::remove_file(pending_dir.join(name));
+        let path = pending_dir.join(name);
+        if name.starts_with("withdrawn-") {
+            let _ = std::fs::rename(&path, pending_dir.join(format!("done-{name}")));
+        } else {
+            let _ = std::fs::remove_file(path);
+        }
     }
     if !done.is_empty() {
         podnet_fsio::sync_dir(&pending_dir)?;
@@ -375,6 +392,18 @@ pub fn collect(ipam: &Ipam) -> Result<CollectReport, IpamError> {
         update_index(&dir)?;
     }
     Ok(report)
+}
+
+/// What the kept state must remember as closed: this collect's closes (a pending file it logged
+/// may outlive a crash), and closed holdings whose record is still there (a withdrawn address
+/// its pod still carries: never logged as allocated again).
+fn still_held(
+    closed: &HashSet<(Key, String)>,
+    held: &HashSet<(Key, String)>,
+    mut recent: Vec<(Key, String)>,
+) -> Vec<(Key, String)> {
+    recent.extend(closed.intersection(held).filter(|c| !recent.contains(c)).cloned().collect::<Vec<_>>());
+    recent
 }
 
 /// Append `frames` to the newest segment, starting a new one when it is full; one fsync. The log
