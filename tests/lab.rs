@@ -318,3 +318,21 @@ fn bad_input_is_refused_before_anything_is_built() {
     let out = ctl(&["lab", "ping", "--name", &name]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A program that exits without unwinding (the benches' `die`) or is killed leaves namespaces
+/// named after its PID: they go by that name, and only those of processes no longer running.
+#[test]
+fn namespaces_of_a_dead_process_are_swept_by_the_pid_in_their_names() {
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let me = std::process::id();
+    let made = [format!("pnsweep{dead}-a"), format!("pnsweep{dead}-b"), format!("pnsweep{me}-c")];
+    // Dropped at the end, also when an assertion fails (removing a namespace already gone is fine).
+    let _guards: Vec<podnet_lab::Netns> = made.iter().map(|n| podnet_lab::Netns::create(n).unwrap()).collect();
+    let left = |n: &str| std::path::Path::new("/run/netns").join(n).exists();
+    assert_eq!(podnet_lab::Netns::remove_stale("pnsweep"), 2);
+    assert!(!left(&made[0]) && !left(&made[1]) && left(&made[2]), "the live process's stays");
+    assert_eq!(podnet_lab::Netns::remove_of_process("pnsweep", me), 1);
+    assert!(!left(&made[2]));
+}

@@ -75,8 +75,13 @@ fn parse_args() -> Args {
     a
 }
 
+/// Every namespace of this run is named `pnb<pid>-…`: exiting skips their drops, so they go
+/// by name here (and a run killed outright leaves them to the next run's sweep in `main`).
+const NS_PREFIX: &str = "pnb";
+
 fn die(msg: &str) -> ! {
     eprintln!("podnet-bench: {msg}");
+    Netns::remove_of_process(NS_PREFIX, std::process::id());
     std::process::exit(2)
 }
 
@@ -193,7 +198,7 @@ struct RoundResult {
 }
 
 fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
-    let node = node(format!("pnb-{tag}-node-{round}"));
+    let node = node(format!("{NS_PREFIX}{}-{tag}-node-{round}", std::process::id()));
     let node_fd = node.path();
     let _etcd = s.etcd.then(|| Etcd::start(&node).unwrap_or_else(|e| die(&e.to_string())));
     let _agent = s.host_agent.then(|| {
@@ -211,7 +216,9 @@ fn run_round(s: &Suite, a: &Args, round: usize, tag: &str) -> RoundResult {
     let s = &Suite { conf, ipam_dir, ..s.clone() };
     let conf = serde_json::to_vec(&s.conf).unwrap();
     let cni_path = format!("{}:{}", a.podnet_dir.display(), a.reference_dir.display());
-    let pods: Vec<Netns> = (0..a.pods.max(a.workers)).map(|i| netns(format!("pnb-{tag}-{round}-{i}"))).collect();
+    let pods: Vec<Netns> = (0..a.pods.max(a.workers))
+        .map(|i| netns(format!("{NS_PREFIX}{}-{tag}-{round}-{i}", std::process::id())))
+        .collect();
     let mut r = RoundResult::default();
 
     // VERSION: a plugin's fixed cost (exec, start-up, exit), the floor under every other verb.
@@ -326,6 +333,7 @@ fn machine() -> String {
 }
 
 fn main() {
+    Netns::remove_stale(NS_PREFIX);
     let a = parse_args();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();

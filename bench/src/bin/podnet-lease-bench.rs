@@ -8,8 +8,13 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// Every namespace of this run is named `pnlb-<pid>-…`: exiting skips their drops, so they go
+/// by name here (and a run killed outright leaves them to the next run's sweep in `main`).
+const NS_PREFIX: &str = "pnlb-";
+
 fn die(msg: &str) -> ! {
     eprintln!("podnet-lease-bench: {msg}");
+    Netns::remove_of_process(NS_PREFIX, std::process::id());
     std::process::exit(2)
 }
 
@@ -27,10 +32,10 @@ struct Run {
 }
 
 fn run(bin_dir: &Path, nodes: usize, tag: &str) -> Run {
-    let ns =
-        Netns::create(&format!("pnlb-{}-{tag}-{nodes}", std::process::id())).unwrap_or_else(|e| die(&e.to_string()));
-    let pod =
-        Netns::create(&format!("pnlb-{}-{tag}-{nodes}-p", std::process::id())).unwrap_or_else(|e| die(&e.to_string()));
+    let ns = Netns::create(&format!("{NS_PREFIX}{}-{tag}-{nodes}", std::process::id()))
+        .unwrap_or_else(|e| die(&e.to_string()));
+    let pod = Netns::create(&format!("{NS_PREFIX}{}-{tag}-{nodes}-p", std::process::id()))
+        .unwrap_or_else(|e| die(&e.to_string()));
     let etcd = Etcd::start(&ns).unwrap_or_else(|e| die(&e.to_string()));
     let dir = tempfile::tempdir().expect("tempdir");
     let confs: Vec<Vec<u8>> = (0..nodes)
@@ -88,6 +93,7 @@ fn run(bin_dir: &Path, nodes: usize, tag: &str) -> Run {
 }
 
 fn main() {
+    Netns::remove_stale(NS_PREFIX);
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
     let (mut podnet_dir, mut baseline, mut counts) = (exe_dir, None::<PathBuf>, vec![10usize, 50, 100, 200]);

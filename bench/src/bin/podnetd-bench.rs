@@ -17,8 +17,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+/// Every namespace of this run is named `pndb<pid>-…`: exiting skips their drops, so they go
+/// by name here (and a run killed outright leaves them to the next run's sweep in `main`).
+const NS_PREFIX: &str = "pndb";
+
 fn die(msg: &str) -> ! {
     eprintln!("podnetd-bench: {msg}");
+    Netns::remove_of_process(NS_PREFIX, std::process::id());
     std::process::exit(2)
 }
 
@@ -60,7 +65,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// A two-node cluster with podnetd on node-2 only.
 fn two_nodes(bin_dir: &Path, store: StoreKind, tag: &str, agent_args: &[&str]) -> Cluster {
     let spec = ClusterSpec {
-        prefix: format!("pndb{}-{tag}", std::process::id()),
+        prefix: format!("{NS_PREFIX}{}-{tag}", std::process::id()),
         subnets: vec!["192.168.10.0/24".parse().expect("cidr")],
         placement: vec![0, 0],
         store,
@@ -244,7 +249,7 @@ struct Scale {
 
 /// `agents` simulated agents watch one etcd while each of `agents` nodes leases `blocks` blocks.
 fn scale(agents: usize, blocks: usize) -> Scale {
-    let ns = ok("namespace", Netns::create(&format!("pndb{}-scale", std::process::id())));
+    let ns = ok("namespace", Netns::create(&format!("{NS_PREFIX}{}-scale", std::process::id())));
     let etcd = ok("starting etcd", Etcd::start(&ns));
     let dir = tempfile::tempdir().expect("tempdir");
     let ipam = json!({"node": "bench", "store": {"type": "etcd", "endpoints": [etcd.url()]},
@@ -373,6 +378,7 @@ fn scale(agents: usize, blocks: usize) -> Scale {
 }
 
 fn main() {
+    Netns::remove_stale(NS_PREFIX);
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
     let mut podnet_dir: PathBuf = exe_dir;

@@ -104,6 +104,25 @@ impl Netns {
         }
     }
 
+    /// Remove the namespaces named `<prefix><pid>-…` of process `pid`: what a program that exits
+    /// without unwinding (`process::exit`, a panic under `panic = "abort"`) leaves behind.
+    /// Returns how many went.
+    pub fn remove_of_process(prefix: &str, pid: u32) -> usize {
+        Netns::named_with_prefix(&format!("{prefix}{pid}-")).iter().filter(|n| Netns::remove(n).is_ok()).count()
+    }
+
+    /// Remove the namespaces named `<prefix><pid>-…` whose process no longer runs (a run killed
+    /// before it could clean up), found by the PID in their names. Returns how many went.
+    pub fn remove_stale(prefix: &str) -> usize {
+        Netns::named_with_prefix(prefix)
+            .iter()
+            .filter(|n| {
+                let pid = n[prefix.len()..].split('-').next().and_then(|p| p.parse::<u32>().ok());
+                pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) && Netns::remove(n).is_ok()
+            })
+            .count()
+    }
+
     /// Keep the namespace when this drops (`podnetctl lab up`; `lab down` removes it by name).
     pub fn keep(&mut self) {
         self.kept = true;
