@@ -360,40 +360,14 @@ impl Netlink {
         )
     }
 
-    /// Routes of the main table for one family.
+    /// Unicast routes of the main table for one family.
     pub fn routes(&mut self, v4: bool) -> NlResult<Vec<RouteEntry>> {
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = if v4 { AddressFamily::Inet } else { AddressFamily::Inet6 };
-        let r = self.request(|| "listing routes".into(), RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP)?;
-        let mut out = Vec::new();
-        for m in r {
-            let RouteNetlinkMessage::NewRoute(rt) = m else { continue };
-            let table = rt
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    RouteAttribute::Table(t) => Some(*t),
-                    _ => None,
-                })
-                .unwrap_or(rt.header.table as u32);
-            if table != RouteHeader::RT_TABLE_MAIN as u32 || rt.header.kind != RouteType::Unicast {
-                continue;
-            }
-            let mut dst_ip = if v4 { IpAddr::from([0u8; 4]) } else { IpAddr::from([0u16; 8]) };
-            let (mut gateway, mut oif) = (None, None);
-            for a in &rt.attributes {
-                match a {
-                    RouteAttribute::Destination(d) => dst_ip = ip_of(d).unwrap_or(dst_ip),
-                    RouteAttribute::Gateway(g) => gateway = ip_of(g),
-                    RouteAttribute::Oif(i) => oif = Some(*i),
-                    _ => {}
-                }
-            }
-            if let Ok(dst) = IpNet::new(dst_ip, rt.header.destination_prefix_length) {
-                out.push(RouteEntry { dst, gateway, oif });
-            }
-        }
-        Ok(out)
+        Ok(self
+            .table_routes(v4)?
+            .into_iter()
+            .filter(|r| r.unicast)
+            .map(|r| RouteEntry { dst: r.dst, gateway: r.gateway, oif: r.oif })
+            .collect())
     }
 
     // ---- neighbours ----

@@ -39,7 +39,10 @@ pub struct TableRoute {
     pub route: Option<OwnedRoute>,
     /// The kernel's preferred source (set on connected routes).
     pub prefsrc: Option<IpAddr>,
+    pub gateway: Option<IpAddr>,
     pub oif: Option<u32>,
+    /// A unicast route (not a blackhole, local, broadcast, ... one).
+    pub unicast: bool,
 }
 
 fn protocol_number(p: RouteProtocol) -> u8 {
@@ -86,7 +89,15 @@ impl Netlink {
                 }),
                 _ => None,
             };
-            out.push(TableRoute { dst, protocol: protocol_number(rt.header.protocol), route, prefsrc, oif });
+            out.push(TableRoute {
+                dst,
+                protocol: protocol_number(rt.header.protocol),
+                route,
+                prefsrc,
+                gateway,
+                oif,
+                unicast: rt.header.kind == RouteType::Unicast,
+            });
         }
         Ok(out)
     }

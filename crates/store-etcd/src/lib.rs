@@ -231,6 +231,33 @@ impl EtcdStore {
         Ok(claim)
     }
 
+    /// A lease as etcd holds it, refused when it does not decode or sits under another block's key.
+    fn decode_lease(&self, kv: &KeyValue) -> Result<BlockLease, IpamError> {
+        let key = kv.key_str().unwrap_or_default().to_string();
+        let lease: BlockLease = serde_json::from_slice(kv.value()).map_err(|e| IpamError::Corrupt {
+            path: key.clone().into(),
+            why: format!("etcd value does not decode: {e}"),
+        })?;
+        if net_from_file_name(key.trim_start_matches(&self.blocks_prefix)) != Some(lease.block) {
+            return Err(IpamError::Corrupt {
+                path: key.into(),
+                why: format!("holds block {} under another key", lease.block),
+            });
+        }
+        Ok(lease)
+    }
+
+    /// The key-values each get of a transaction's answer read, in order.
+    fn gets(resp: &TxnResponse) -> Vec<Vec<KeyValue>> {
+        resp.op_responses()
+            .into_iter()
+            .filter_map(|r| match r {
+                TxnOpResponse::Get(g) => Some(g.kvs().to_vec()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every lease with its mod revision, and the revision of the read.
     fn read_all(&self, deadline: &Deadline) -> Result<(Vec<(BlockLease, i64)>, i64), IpamError> {
         let prefix = self.blocks_prefix.clone();
@@ -238,21 +265,11 @@ impl EtcdStore {
             let prefix = prefix.clone();
             async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
         })?;
-        let mut out = Vec::new();
-        for kv in resp.kvs() {
-            let key = kv.key_str().unwrap_or_default().to_string();
-            let lease: BlockLease = serde_json::from_slice(kv.value()).map_err(|e| IpamError::Corrupt {
-                path: key.clone().into(),
-                why: format!("etcd value does not decode: {e}"),
-            })?;
-            if net_from_file_name(key.trim_start_matches(&self.blocks_prefix)) != Some(lease.block) {
-                return Err(IpamError::Corrupt {
-                    path: key.into(),
-                    why: format!("holds block {} under another key", lease.block),
-                });
-            }
-            out.push((lease, kv.mod_revision()));
-        }
+        let out = resp
+            .kvs()
+            .iter()
+            .map(|kv| Ok((self.decode_lease(kv)?, kv.mod_revision())))
+            .collect::<Result<_, IpamError>>()?;
         Ok((out, resp.header().map(|h| h.revision()).unwrap_or(0)))
     }
 }
@@ -376,18 +393,15 @@ impl ClusterStore for EtcdStore {
         ]);
         let resp = self.txn(txn, deadline)?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-        let gets: Vec<Vec<KeyValue>> = resp
-            .op_responses()
-            .into_iter()
-            .filter_map(|r| match r {
-                TxnOpResponse::Get(g) => Some(g.kvs().to_vec()),
-                _ => None,
-            })
-            .collect();
+        let gets = Self::gets(&resp);
         let [leases, nodes] = gets.as_slice() else {
             return Err(self.unavailable("etcd answered the snapshot with an unexpected shape"));
         };
-        Ok(ClusterSnapshot { leases: self.decode_leases(leases)?, nodes: self.decode_nodes(nodes), revision })
+        Ok(ClusterSnapshot {
+            leases: leases.iter().map(|kv| self.decode_lease(kv)).collect::<Result<_, _>>()?,
+            nodes: self.decode_nodes(nodes),
+            revision,
+        })
     }
 
     fn watch(
@@ -482,14 +496,7 @@ impl ClusterStore for EtcdStore {
         if resp.succeeded() {
             return Ok(ClaimOutcome::Claimed);
         }
-        let gets: Vec<Vec<KeyValue>> = resp
-            .op_responses()
-            .into_iter()
-            .filter_map(|r| match r {
-                TxnOpResponse::Get(g) => Some(g.kvs().to_vec()),
-                _ => None,
-            })
-            .collect();
+        let gets = Self::gets(&resp);
         let [lease, held, block_claims] = gets.as_slice() else {
             return Err(self.unavailable("etcd answered the claim transaction with an unexpected shape"));
         };

@@ -3,8 +3,7 @@
 
 use crate::EtcdStore;
 use etcd_client::{KeyValue, PutOptions};
-use podnet_ipam::addr::net_from_file_name;
-use podnet_ipam::model::{BlockLease, NodeRecord};
+use podnet_ipam::model::NodeRecord;
 use podnet_ipam::{Deadline, IpamError, NodeLease};
 use std::time::Duration;
 
@@ -24,25 +23,6 @@ impl EtcdStore {
                         None
                     }
                 }
-            })
-            .collect()
-    }
-
-    pub(crate) fn decode_leases(&self, kvs: &[KeyValue]) -> Result<Vec<BlockLease>, IpamError> {
-        kvs.iter()
-            .map(|kv| {
-                let key = kv.key_str().unwrap_or_default().to_string();
-                let lease: BlockLease = serde_json::from_slice(kv.value()).map_err(|e| IpamError::Corrupt {
-                    path: key.clone().into(),
-                    why: format!("etcd value does not decode: {e}"),
-                })?;
-                if net_from_file_name(key.trim_start_matches(&self.blocks_prefix)) != Some(lease.block) {
-                    return Err(IpamError::Corrupt {
-                        path: key.into(),
-                        why: format!("holds block {} under another key", lease.block),
-                    });
-                }
-                Ok(lease)
             })
             .collect()
     }
