@@ -237,11 +237,13 @@ pub fn run(cmd: &AuditCmd, net: &Network, output: Output) -> Result<i32, CtlErro
             if let Format::Csv = format {
                 let _ = writeln!(out, "{}", keys.join(","));
             }
-            let mut all = events(net, None)?;
             // The log is in the order events were collected; a SIEM wants them in time order.
-            all.sort_by_key(|e| podnet_audit::parse_time(&e.time).unwrap_or(SystemTime::UNIX_EPOCH));
-            for e in all {
-                let t = podnet_audit::parse_time(&e.time).unwrap_or(SystemTime::UNIX_EPOCH);
+            let mut all: Vec<(SystemTime, AuditEvent)> = events(net, None)?
+                .into_iter()
+                .map(|e| (podnet_audit::parse_time(&e.time).unwrap_or(SystemTime::UNIX_EPOCH), e))
+                .collect();
+            all.sort_by_key(|(t, _)| *t);
+            for (t, e) in all {
                 if since.is_some_and(|s| t < s) || until.is_some_and(|u| t >= u) {
                     continue;
                 }

@@ -367,7 +367,7 @@ pub fn collect(ipam: &Ipam) -> Result<CollectReport, IpamError> {
         done.push(name);
     }
     // In time order (parsed: the same instant can be spelled two ways).
-    new.sort_by_key(|e| crate::parse_time(&e.time).unwrap_or(SystemTime::UNIX_EPOCH));
+    new.sort_by_cached_key(|e| crate::parse_time(&e.time).unwrap_or(SystemTime::UNIX_EPOCH));
     if !new.is_empty() {
         let frames: Vec<Vec<u8>> = new.iter().map(|e| serde_json::to_vec(e).expect("events serialize")).collect();
         let pos = append(&dir, ipam.config().audit.max_bytes / 8, &frames)?;

@@ -52,7 +52,7 @@ pub fn intervals(events: &[AuditEvent]) -> Vec<Interval> {
             }
         }
     }
-    out.sort_by_key(|i| t(&i.from));
+    out.sort_by_cached_key(|i| t(&i.from));
     out
 }
 
