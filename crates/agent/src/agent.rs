@@ -452,12 +452,12 @@ impl Agent {
                 tracing::warn!("refreshing the vnet inventory: {e}");
             }
         }
-        // The audit history ends the holding of an address the cloud took back.
-        if let Err(e) = podnet_audit::note_withdrawn(&self.ipam) {
-            tracing::warn!("noting withdrawn vnet addresses in the audit history: {e}");
-        }
         let network = self.network.name.clone();
         let withdrawn = self.ipam.withdrawn().unwrap_or_default();
+        // The audit history ends the holding of an address the cloud took back.
+        if let Err(e) = podnet_audit::note_withdrawn(&self.ipam, &withdrawn) {
+            tracing::warn!("noting withdrawn vnet addresses in the audit history: {e}");
+        }
         for p in vnet {
             let available = self.ipam.vnet_inventory(p.name()).map(|inv| inv.addresses.len()).unwrap_or(0);
             let lost = withdrawn.iter().filter(|(pool, _)| pool == p.name()).count();

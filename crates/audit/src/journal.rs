@@ -79,9 +79,9 @@ impl Journal for AuditJournal {
 
 /// End the holding of every address its source took back while a pod carries it (vnet: the
 /// cloud removed it from the NIC; it may be given to another node now): one pending release
-/// each, named after the allocation so noting it again changes nothing. The number noted anew.
-pub fn note_withdrawn(ipam: &podnet_ipam::Ipam) -> Result<usize, IpamError> {
-    let withdrawn = ipam.withdrawn()?;
+/// each, named after the allocation so noting it again changes nothing. `withdrawn` is
+/// [`podnet_ipam::Ipam::withdrawn`]'s answer. The number noted anew.
+pub fn note_withdrawn(ipam: &podnet_ipam::Ipam, withdrawn: &[(String, std::net::IpAddr)]) -> Result<usize, IpamError> {
     if withdrawn.is_empty() {
         return Ok(0);
     }
