@@ -136,10 +136,11 @@ impl AddPipeline<'_> {
         match (kernel.result, ipam.result) {
             (Ok((ep, links_us, configured_us)), Ok(())) => {
                 let record = ipam.record.expect("recorded with its addresses");
-                if !crate::vnet::vnet_cidrs(backend).is_empty() {
+                let vnet_cidrs = crate::vnet::vnet_cidrs(backend);
+                if !vnet_cidrs.is_empty() {
                     let mut nl = netlink()?;
                     let ips: Vec<IpAddr> = record.ips.iter().map(|n| n.addr()).collect();
-                    if let Err(e) = crate::vnet::announce(&mut nl, backend, &ips) {
+                    if let Err(e) = crate::vnet::announce(&mut nl, &vnet_cidrs, &ips) {
                         rollback.run(&mut nl, backend, store);
                         return Err(CniError::kernel(e));
                     }

@@ -27,10 +27,9 @@ pub(crate) fn vnet_cidrs(backend: &IpamBackend) -> Vec<IpNet> {
     }
 }
 
-/// Answer for `ips` that lie in a vnet pool on the uplink of their subnet; the entries made, so a
-/// failed ADD takes exactly those back.
-pub(crate) fn announce(nl: &mut Netlink, backend: &IpamBackend, ips: &[IpAddr]) -> Result<Vec<(u32, IpAddr)>, String> {
-    let cidrs = vnet_cidrs(backend);
+/// Answer for `ips` that lie in one of the vnet pools' `cidrs` on the uplink of their subnet; the
+/// entries made, so a failed ADD takes exactly those back.
+pub(crate) fn announce(nl: &mut Netlink, cidrs: &[IpNet], ips: &[IpAddr]) -> Result<Vec<(u32, IpAddr)>, String> {
     let mut made = Vec::new();
     for ip in ips {
         let Some(cidr) = cidrs.iter().find(|c| c.contains(ip)) else { continue };
