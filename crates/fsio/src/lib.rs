@@ -15,6 +15,6 @@ pub use batch::{
     Published, STATE_FILE_MODE, TEMP_PREFIX,
 };
 pub use error::FsError;
-pub use lock::{StoreLock, LOCK_WAIT};
+pub use lock::{KeyLock, StoreLock, LOCK_WAIT};
 pub use log::{LogReader, RecordLog, SyncPolicy, MAX_LOG_RECORD};
 pub use record::{decode_record, encode_record, read_record};

@@ -59,6 +59,52 @@ impl StoreLock {
     }
 }
 
+/// An exclusive lock on one key of a shared lock file: an open-file-description byte-range lock
+/// (`F_OFD_SETLK`) on the byte at an offset derived from the key, released when dropped or when
+/// the process dies. Taking it creates no file: a lock file per key costs a new inode per lock
+/// and an unlink to get rid of it, and on ext4 without a journal every new inode first scans past
+/// the inodes deleted in the last minutes. Two keys that land on one byte only wait for each
+/// other. Each lock opens the file anew, so threads of one process exclude each other too.
+pub struct KeyLock {
+    _file: File,
+}
+
+impl KeyLock {
+    pub fn acquire(path: &Path, key: &str, wait: Duration) -> Result<KeyLock, FsError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| FsError::io(format!("opening lock {}", path.display()), e))?;
+        // crc32 is fixed forever (unlike std's hasher), so every podnet build agrees on the byte.
+        let byte = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: i64::from(crc32fast::hash(key.as_bytes())),
+            l_len: 1,
+            l_pid: 0,
+        };
+        let deadline = Instant::now() + wait;
+        // Polled with backoff, as StoreLock is, so the wait is bounded.
+        let mut pause = Duration::from_micros(50);
+        loop {
+            match nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_OFD_SETLK(&byte)) {
+                Ok(_) => return Ok(KeyLock { _file: file }),
+                Err(Errno::EAGAIN) | Err(Errno::EACCES) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(FsError::io(format!("locking {key} in {}", path.display()), e.into())),
+            }
+            if Instant::now() >= deadline {
+                return Err(FsError::Busy { path: path.to_path_buf(), waited: wait });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+}
+
 /// Whether `path` still names the file `lock` holds.
 fn still_named(lock: &Flock<File>, path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -80,6 +126,31 @@ mod tests {
         assert!(matches!(e, Err(FsError::Busy { .. })));
         drop(l);
         StoreLock::acquire(&d.path().join("lock"), LOCK_WAIT).unwrap();
+    }
+
+    #[test]
+    fn a_key_lock_excludes_its_key_only_within_and_across_threads() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("keys");
+        let a = KeyLock::acquire(&path, "c1:eth0", LOCK_WAIT).unwrap();
+        // Another key is free; the same key waits, then gives up.
+        let b = KeyLock::acquire(&path, "c2:eth0", Duration::from_millis(20)).unwrap();
+        let e = KeyLock::acquire(&path, "c1:eth0", Duration::from_millis(20));
+        assert!(matches!(e, Err(FsError::Busy { .. })));
+        drop(a);
+        drop(b);
+        let holders = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        let _l = KeyLock::acquire(&path, "c1:eth0", LOCK_WAIT).unwrap();
+                        assert_eq!(holders.fetch_add(1, std::sync::atomic::Ordering::SeqCst), 0, "two holders");
+                        holders.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
+            }
+        });
     }
 
     #[test]

@@ -2,16 +2,20 @@
 //! one container at once, but kubelet and containerd have had bugs that did: two ADDs of one
 //! attachment, or an ADD and its DEL, racing. Each would undo or release what the other just
 //! made, leaving a pod with an address the store calls free. So every verb that changes an
-//! attachment holds its lock, a file per (container ID, ifname) under
-//! `<dataDir>/<network>/locks/`, across its whole run, kernel work included: short, and never
-//! across another attachment's. DEL removes the file with the attachment.
+//! attachment holds its lock across its whole run, kernel work included: short, and never across
+//! another attachment's. The lock is a byte of one file, `<dataDir>/<network>/locks/attachments`
+//! (see `KeyLock`), so an ADD creates no lock file and a DEL removes none.
 
 use podnet_cni::{CniError, ErrorCode};
-use podnet_fsio::{ensure_dir, FsError, StoreLock, LOCK_WAIT};
+use podnet_fsio::{ensure_dir, FsError, KeyLock, LOCK_WAIT};
 use podnet_ipam::Handle;
 use std::path::{Path, PathBuf};
 
-pub struct AttachmentLock(StoreLock);
+pub struct AttachmentLock {
+    _held: KeyLock,
+    /// Where releases before this one kept a lock file per attachment.
+    legacy: PathBuf,
+}
 
 fn dir(data_dir: &Path, network: &str) -> PathBuf {
     data_dir.join(network).join("locks")
@@ -29,13 +33,16 @@ impl AttachmentLock {
             other => CniError::io(other.to_string()),
         };
         ensure_dir(&dir).map_err(busy)?;
-        StoreLock::acquire(&dir.join(h.key()), LOCK_WAIT).map(AttachmentLock).map_err(busy)
+        let held = KeyLock::acquire(&dir.join("attachments"), &h.key(), LOCK_WAIT).map_err(busy)?;
+        Ok(AttachmentLock { _held: held, legacy: dir.join(h.key()) })
     }
 
-    /// The attachment is gone (DEL): its lock file goes too.
+    /// The attachment is gone (DEL): a lock file an earlier release made for it goes too.
     pub fn remove(self) {
-        if let Err(e) = self.0.remove() {
-            tracing::warn!("{e}");
+        match std::fs::remove_file(&self.legacy) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("removing the old lock file {}: {e}", self.legacy.display()),
         }
     }
 }
