@@ -4,6 +4,7 @@
 //! made, the interface before its addresses (so no other pod is ever handed an address a pod
 //! still carries).
 
+use crate::attachment::AttachmentLock;
 use crate::backend::IpamBackend;
 use crate::config::PluginConfig;
 use crate::records::{endpoint_record, EndpointRecord, EndpointStore};
@@ -15,7 +16,7 @@ use podnet_dataplane::{
 };
 use podnet_ipam::Handle;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -86,13 +87,17 @@ enum KernelFailure {
     Dataplane(DataplaneError),
     /// The IPAM side failed first; its error is the one reported.
     IpamFailed,
+    /// The ADD could not open its backend or lock: that error is the one reported.
+    NotOpened,
     Panicked,
 }
 
 /// What the kernel thread did: whether it made the veth pair, and how it ended.
 struct KernelSide {
     created: bool,
-    result: Result<(Endpoint, u64, u64), KernelFailure>,
+    /// The endpoint, and when (µs into the ADD) the MTU was known, the veth pair built and the pod
+    /// configured.
+    result: Result<(Endpoint, [u64; 3]), KernelFailure>,
 }
 
 /// Why the IPAM side stopped.
@@ -117,24 +122,124 @@ pub(crate) struct AddPipeline<'a> {
     pub started: Instant,
 }
 
+/// What ADD opens before it may change anything: the IPAM backend, the endpoint records, and the
+/// attachment's lock (held until the ADD's result is built).
+pub(crate) struct Opened {
+    pub backend: IpamBackend,
+    pub store: EndpointStore,
+    pub _attachment: AttachmentLock,
+}
+
+/// What the kernel side needs, owned: it runs on a thread of its own (see [`crate::spread`]).
+struct KernelJob {
+    netns_path: PathBuf,
+    mode: Mode,
+    mtu: Option<u32>,
+    handle: Handle,
+    started: Instant,
+}
+
+impl KernelJob {
+    /// Open the pod's namespace, learn the MTU, build the veth pair (no address needed), then
+    /// configure the pod as soon as IPAM says its addresses are recorded. The IPAM side runs
+    /// meanwhile; it needs the MTU only for the endpoint record, after it has picked.
+    fn run(
+        self,
+        mtu_tx: mpsc::Sender<u32>,
+        locked: mpsc::Receiver<()>,
+        picked: mpsc::Receiver<Vec<PodAddress>>,
+    ) -> KernelSide {
+        crate::spread::anywhere();
+        let failed = |f: KernelFailure| KernelSide { created: false, result: Err(f) };
+        let netns = match NetNs::open_pod(&self.netns_path) {
+            Ok(ns) => ns,
+            Err(e) => return failed(KernelFailure::Netns(e)),
+        };
+        let mut nl = match Netlink::open() {
+            Ok(nl) => nl,
+            Err(e) => return failed(KernelFailure::Dataplane(DataplaneError::Socket(e))),
+        };
+        let mtu = match self.mtu {
+            Some(m) => m,
+            None => match endpoint::pod_mtu(&mut nl) {
+                Ok(m) => m,
+                Err(e) => return failed(KernelFailure::Dataplane(e)),
+            },
+        };
+        let _ = mtu_tx.send(mtu);
+        let mtu_us = self.started.elapsed().as_micros() as u64;
+        // Nothing is made before the attachment is ours.
+        if locked.recv().is_err() {
+            return failed(KernelFailure::NotOpened);
+        }
+        let h = &self.handle;
+        let spec = EndpointSpec {
+            mode: self.mode.clone(),
+            host_veth: host_veth_name(&h.container_id, &h.ifname),
+            ifname: h.ifname.clone(),
+            mtu,
+            pod_mac: Some(pod_mac(&h.container_id, &h.ifname)),
+            addresses: Vec::new(),
+        };
+        let links = match endpoint::create_links(&mut nl, &netns, &spec) {
+            Ok(links) => links,
+            Err(e) => return KernelSide { created: false, result: Err(KernelFailure::Dataplane(e)) },
+        };
+        podnet_fault::crash_point("add-after-veth");
+        let links_us = self.started.elapsed().as_micros() as u64;
+        let Ok(addresses) = picked.recv() else {
+            return KernelSide { created: true, result: Err(KernelFailure::IpamFailed) };
+        };
+        let spec = EndpointSpec { addresses, ..spec };
+        let result = endpoint::configure(&mut nl, &spec, links)
+            .map(|ep| (ep, [mtu_us, links_us, self.started.elapsed().as_micros() as u64]))
+            .map_err(KernelFailure::Dataplane);
+        KernelSide { created: true, result }
+    }
+}
+
 impl AddPipeline<'_> {
-    pub fn run(self, backend: &IpamBackend, store: &EndpointStore) -> Result<(EndpointRecord, Endpoint), CniError> {
+    /// Run the ADD. The kernel side starts at once, opening the pod's namespace and learning the
+    /// MTU (reads only) while `open` takes the attachment's lock; it makes nothing until the lock
+    /// is held. On a machine of few cores this takes the MTU lookup off the path to the fsync.
+    pub fn run(
+        self,
+        open: impl FnOnce() -> Result<Opened, CniError>,
+    ) -> Result<(EndpointRecord, Endpoint, Opened), CniError> {
         let (picked_tx, picked_rx) = mpsc::channel::<Vec<PodAddress>>();
         let (mtu_tx, mtu_rx) = mpsc::channel::<u32>();
+        let (locked_tx, locked_rx) = mpsc::channel::<()>();
         let mut rollback = Rollback::default();
         let host_veth = host_veth_name(&self.handle.container_id, &self.handle.ifname);
-        let (kernel, ipam) = std::thread::scope(|s| {
-            let kernel = s.spawn(|| self.kernel_side(mtu_tx, picked_rx));
-            let ipam = self.ipam_side(backend, store, mtu_rx, picked_tx, &mut rollback);
-            let kernel = kernel.join().unwrap_or(KernelSide { created: false, result: Err(KernelFailure::Panicked) });
-            (kernel, ipam)
-        });
+        let job = KernelJob {
+            netns_path: self.netns_path.to_path_buf(),
+            mode: self.cfg.mode.clone(),
+            mtu: self.cfg.mtu,
+            handle: self.handle.clone(),
+            started: self.started,
+        };
+        let kernel = std::thread::spawn(move || job.run(mtu_tx, locked_rx, picked_rx));
+        crate::spread::off_this_cpu(&kernel);
+        let opened = open();
+        let ipam = match &opened {
+            Ok(o) => {
+                let _ = locked_tx.send(());
+                Some(self.ipam_side(&o.backend, &o.store, mtu_rx, picked_tx, &mut rollback))
+            }
+            // The kernel side sees the lock's sender dropped and stops, having made nothing.
+            Err(_) => None,
+        };
+        drop(locked_tx);
+        let kernel = kernel.join().unwrap_or(KernelSide { created: false, result: Err(KernelFailure::Panicked) });
+        let opened = opened?;
+        let ipam = ipam.expect("the IPAM side ran once the ADD was opened");
+        let (backend, store) = (&opened.backend, &opened.store);
         if kernel.created {
             rollback.push(Undo::Veth(host_veth));
         }
         let h = &self.handle;
         match (kernel.result, ipam.result) {
-            (Ok((ep, links_us, configured_us)), Ok(())) => {
+            (Ok((ep, [mtu_us, links_us, configured_us])), Ok(())) => {
                 let record = ipam.record.expect("recorded with its addresses");
                 let vnet_cidrs = crate::vnet::vnet_cidrs(backend);
                 if !vnet_cidrs.is_empty() {
@@ -145,10 +250,10 @@ impl AddPipeline<'_> {
                         return Err(CniError::kernel(e));
                     }
                 }
-                tracing::debug!(links_us, configured_us, "ADD: veth pair built, pod configured");
+                tracing::debug!(mtu_us, links_us, configured_us, "ADD: MTU known, veth pair built, pod configured");
                 tracing::info!(container = %h.container_id, ifname = %h.ifname, ips = ?record.ips,
                     elapsed_us = self.started.elapsed().as_micros() as u64, "ADD");
-                Ok((record, ep))
+                Ok((record, ep, opened))
             }
             (_, Err(IpamStop::Failed(e))) => {
                 let mut nl = netlink()?;
@@ -168,7 +273,7 @@ impl AddPipeline<'_> {
                         }
                         dataplane_error(d)
                     }
-                    KernelFailure::IpamFailed => unreachable!("the IPAM side succeeded"),
+                    KernelFailure::IpamFailed | KernelFailure::NotOpened => unreachable!("the IPAM side succeeded"),
                     KernelFailure::Panicked => {
                         CniError::new(ErrorCode::Internal, "internal error: the kernel thread panicked")
                     }
@@ -177,52 +282,6 @@ impl AddPipeline<'_> {
                 Err(error)
             }
         }
-    }
-
-    /// Open the pod's namespace, learn the MTU, build the veth pair (no address needed), then
-    /// configure the pod as soon as IPAM says its addresses are recorded. The IPAM side runs
-    /// meanwhile; it needs the MTU only for the endpoint record, after it has picked.
-    fn kernel_side(&self, mtu_tx: mpsc::Sender<u32>, picked: mpsc::Receiver<Vec<PodAddress>>) -> KernelSide {
-        let failed = |f: KernelFailure| KernelSide { created: false, result: Err(f) };
-        let netns = match NetNs::open_pod(self.netns_path) {
-            Ok(ns) => ns,
-            Err(e) => return failed(KernelFailure::Netns(e)),
-        };
-        let mut nl = match Netlink::open() {
-            Ok(nl) => nl,
-            Err(e) => return failed(KernelFailure::Dataplane(DataplaneError::Socket(e))),
-        };
-        let mtu = match self.cfg.mtu {
-            Some(m) => m,
-            None => match endpoint::pod_mtu(&mut nl) {
-                Ok(m) => m,
-                Err(e) => return failed(KernelFailure::Dataplane(e)),
-            },
-        };
-        let _ = mtu_tx.send(mtu);
-        let h = &self.handle;
-        let spec = EndpointSpec {
-            mode: self.cfg.mode.clone(),
-            host_veth: host_veth_name(&h.container_id, &h.ifname),
-            ifname: h.ifname.clone(),
-            mtu,
-            pod_mac: Some(pod_mac(&h.container_id, &h.ifname)),
-            addresses: Vec::new(),
-        };
-        let links = match endpoint::create_links(&mut nl, &netns, &spec) {
-            Ok(links) => links,
-            Err(e) => return KernelSide { created: false, result: Err(KernelFailure::Dataplane(e)) },
-        };
-        podnet_fault::crash_point("add-after-veth");
-        let links_us = self.started.elapsed().as_micros() as u64;
-        let Ok(addresses) = picked.recv() else {
-            return KernelSide { created: true, result: Err(KernelFailure::IpamFailed) };
-        };
-        let spec = EndpointSpec { addresses, ..spec };
-        let result = endpoint::configure(&mut nl, &spec, links)
-            .map(|ep| (ep, links_us, self.started.elapsed().as_micros() as u64))
-            .map_err(KernelFailure::Dataplane);
-        KernelSide { created: true, result }
     }
 
     /// Allocate, hand the addresses to the kernel side as soon as they are safe to carry, and
@@ -294,6 +353,7 @@ impl AddPipeline<'_> {
                         return side;
                     }
                 };
+                let reserved_us = self.started.elapsed().as_micros() as u64;
                 // Picked under the lock; nothing is written until the kernel side has the pod's
                 // namespace and the MTU (a bad namespace drops `pending`: nothing to undo).
                 let Ok(mtu) = mtu.recv() else {
@@ -318,6 +378,7 @@ impl AddPipeline<'_> {
                 // carry them (configuring it earlier would let a kill -9 free an address a pod
                 // already has). Only the directory fsync still overlaps the kernel work; the ADD
                 // succeeds only if it succeeds too.
+                let published_us = self.started.elapsed().as_micros() as u64;
                 if !published.existing {
                     rollback.push(Undo::Release { handle: h.clone(), exec: false });
                 }
@@ -326,6 +387,8 @@ impl AddPipeline<'_> {
                 podnet_fault::crash_point("add-after-record");
                 tracing::debug!(
                     cluster_requests = ipam.cluster_requests(),
+                    reserved_us,
+                    published_us,
                     ipam_us = self.started.elapsed().as_micros() as u64,
                     "ADD: addresses committed and endpoint recorded (cluster store round trips: 0 inside the node's blocks)"
                 );

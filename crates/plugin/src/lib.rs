@@ -15,6 +15,7 @@ pub mod ipam_cni;
 pub mod logging;
 pub mod records;
 pub mod result;
+mod spread;
 mod vnet;
 
 use attachment::AttachmentLock;
@@ -82,11 +83,16 @@ impl podnet_cni::skel::Plugin for PodnetPlugin {
         let started = Instant::now();
         let cfg = PluginConfig::parse(conf)?;
         let netns_path = env.netns.as_deref().expect("ADD requires CNI_NETNS");
-        let backend = IpamBackend::open(&cfg, conf, &env.path)?;
-        let _attachment = AttachmentLock::acquire(&cfg.data_dir, &conf.name, &handle(env))?;
-        let store = EndpointStore::new(&cfg.data_dir, &conf.name);
+        let open = || {
+            Ok(add::Opened {
+                backend: IpamBackend::open(&cfg, conf, &env.path)?,
+                _attachment: AttachmentLock::acquire(&cfg.data_dir, &conf.name, &handle(env))?,
+                store: EndpointStore::new(&cfg.data_dir, &conf.name),
+            })
+        };
         let pipeline = add::AddPipeline { cfg: &cfg, env, netns_path, handle: handle(env), started };
-        let (record, ep) = pipeline.run(&backend, &store)?;
+        // The attachment stays locked until the result is built.
+        let (record, ep, _opened) = pipeline.run(open)?;
         Ok(result::build_result(conf, &record, &ep))
     }
 
