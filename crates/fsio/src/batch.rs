@@ -1,4 +1,5 @@
-//! Atomic writes: temp file, fsync, rename, then one fsync per directory touched.
+//! Atomic writes: an unnamed file (or a temp file), fsync, then its name (link or rename), then one
+//! fsync per directory touched.
 
 use crate::FsError;
 use std::fs::{self, File, OpenOptions};
@@ -40,14 +41,72 @@ pub fn atomic_write_mode(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Res
     batch.commit()
 }
 
-/// Changes made durable together: each new file goes write, fsync, rename; removals unlink; then
-/// each distinct directory is fsynced once (so a dual-stack ADD's two address files share one
-/// directory fsync). [`Batch::publish`] and [`Published::sync`] split the two steps for callers
+/// Changes made durable together: each new file goes write, fsync, name (see [`Blank`]); removals
+/// unlink; then each distinct directory is fsynced once (so a dual-stack ADD's two address files
+/// share one directory fsync). [`Batch::publish`] and [`Published::sync`] split the two steps for callers
 /// that overlap work. Puts are all or nothing: a failed write or rename undoes the others.
 #[derive(Default)]
 pub struct Batch {
     files: Vec<(PathBuf, String, Vec<u8>, u32)>,
     removals: Vec<(PathBuf, String)>,
+    blanks: Vec<Blank>,
+}
+
+/// A file made before its content is known: an unnamed inode in `dir` (`O_TMPFILE`) that gets its
+/// name only once written and fsynced, so a crash before that leaves nothing behind. Creating the
+/// inode is the costly part of a small write on ext4 without a journal (each new inode first scans
+/// past those deleted in the last minutes: 0.2 to 1.2 ms measured), so a caller can make one on
+/// another thread while it decides what to write. Unnamed, its fsync has no new directory entry to
+/// sync as well.
+pub struct Blank {
+    dir: PathBuf,
+    file: File,
+}
+
+impl Blank {
+    /// None where the filesystem has no unnamed files (or `dir` is missing): writes then go
+    /// through a named temp file.
+    pub fn create(dir: &Path) -> Option<Blank> {
+        let file = OpenOptions::new().write(true).custom_flags(libc::O_TMPFILE).mode(STATE_FILE_MODE).open(dir).ok()?;
+        Some(Blank { dir: dir.to_path_buf(), file })
+    }
+
+    /// Give the written, fsynced file the name `dir/name`. A name already taken is replaced
+    /// atomically (linked under a temp name, then renamed over it).
+    fn link(&self, name: &str, temp: &Path) -> std::io::Result<()> {
+        use nix::fcntl::{AtFlags, AT_FDCWD};
+        let link = |to: &Path| {
+            // The fd itself needs CAP_DAC_READ_SEARCH; its /proc path works for everyone else.
+            nix::unistd::linkat(&self.file, "", AT_FDCWD, to, AtFlags::AT_EMPTY_PATH).or_else(|_| {
+                let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&self.file));
+                nix::unistd::linkat(AT_FDCWD, proc.as_str(), AT_FDCWD, to, AtFlags::AT_SYMLINK_FOLLOW)
+            })
+        };
+        match link(&self.dir.join(name)) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::EEXIST) => {
+                let _ = fs::remove_file(temp);
+                link(temp)?;
+                fs::rename(temp, self.dir.join(name))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Where a put's bytes wait for their name.
+enum Staged {
+    Temp(File),
+    Blank(Blank),
+}
+
+impl Staged {
+    fn file(&self) -> &File {
+        match self {
+            Staged::Temp(f) => f,
+            Staged::Blank(b) => &b.file,
+        }
+    }
 }
 
 impl Batch {
@@ -64,6 +123,10 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.files.is_empty() && self.removals.is_empty()
     }
+    /// Let a put into `blank`'s directory use it instead of making its own file.
+    pub fn provide(&mut self, blank: Blank) {
+        self.blanks.push(blank);
+    }
 
     pub fn commit(self) -> Result<(), FsError> {
         self.publish()?.sync()
@@ -72,32 +135,47 @@ impl Batch {
     /// Write, fsync and rename every file, then unlink the removals: each change is then visible
     /// to every process (a kill -9 from here on cannot undo it), but a power cut may still undo
     /// renames and unlinks until [`Published::sync`] has fsynced their directories.
-    pub fn publish(self) -> Result<Published, FsError> {
+    pub fn publish(mut self) -> Result<Published, FsError> {
         let temp = |dir: &Path, name: &str| dir.join(format!("{TEMP_PREFIX}{}-{name}", std::process::id()));
-        let cleanup = |upto: usize, renamed: usize| {
-            for (i, (dir, name, _, _)) in self.files.iter().enumerate().take(upto) {
+        let cleanup = |files: &[(PathBuf, String, Vec<u8>, u32)], upto: usize, renamed: usize| {
+            for (i, (dir, name, _, _)) in files.iter().enumerate().take(upto) {
                 let _ = fs::remove_file(if i < renamed { dir.join(name) } else { temp(dir, name) });
             }
         };
-        let mut handles = Vec::with_capacity(self.files.len());
+        let mut staged = Vec::with_capacity(self.files.len());
         for (i, (dir, name, bytes, mode)) in self.files.iter().enumerate() {
-            let opened = OpenOptions::new().write(true).create(true).truncate(true).mode(*mode).open(temp(dir, name));
+            // A blank made ahead for this directory, else one made now, else a named temp file.
+            let blank = match self.blanks.iter().position(|b| b.dir == *dir) {
+                Some(k) => Some(self.blanks.swap_remove(k)),
+                None => Blank::create(dir),
+            };
+            let opened = match blank {
+                Some(b) => Ok(Staged::Blank(b)),
+                None => OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(*mode)
+                    .open(temp(dir, name))
+                    .map(Staged::Temp),
+            };
             // The exact mode, whatever the umask.
-            let written = opened.and_then(|mut f| {
+            let written = opened.and_then(|st| {
+                let mut f = st.file();
                 f.set_permissions(fs::Permissions::from_mode(*mode))?;
-                f.write_all(bytes).map(|_| f)
+                f.write_all(bytes).map(|_| st)
             });
             match written {
-                Ok(f) => handles.push(f),
+                Ok(st) => staged.push(st),
                 Err(e) => {
-                    cleanup(i + 1, 0);
+                    cleanup(&self.files, i + 1, 0);
                     return Err(FsError::io(format!("writing {}", dir.join(name).display()), e));
                 }
             }
         }
-        for (i, f) in handles.iter().enumerate() {
-            if let Err(e) = f.sync_all() {
-                cleanup(self.files.len(), 0);
+        for (i, st) in staged.iter().enumerate() {
+            if let Err(e) = st.file().sync_all() {
+                cleanup(&self.files, self.files.len(), 0);
                 let (dir, name, _, _) = &self.files[i];
                 return Err(FsError::io(format!("syncing {}", dir.join(name).display()), e));
             }
@@ -105,9 +183,13 @@ impl Batch {
         if !self.files.is_empty() {
             podnet_fault::crash_point("store-after-write");
         }
-        for (i, (dir, name, _, _)) in self.files.iter().enumerate() {
-            if let Err(e) = fs::rename(temp(dir, name), dir.join(name)) {
-                cleanup(self.files.len(), i);
+        for (i, ((dir, name, _, _), st)) in self.files.iter().zip(&staged).enumerate() {
+            let named = match st {
+                Staged::Temp(_) => fs::rename(temp(dir, name), dir.join(name)),
+                Staged::Blank(b) => b.link(name, &temp(dir, name)),
+            };
+            if let Err(e) = named {
+                cleanup(&self.files, self.files.len(), i);
                 return Err(FsError::io(format!("renaming into {}", dir.join(name).display()), e));
             }
         }
@@ -241,5 +323,29 @@ mod tests {
         let published = b.publish().unwrap();
         assert_eq!(list(d.path()).unwrap(), vec!["new".to_string()]);
         published.sync().unwrap();
+    }
+
+    #[test]
+    fn blanks_are_named_only_when_written_and_replace_like_renames() {
+        let d = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        atomic_write(d.path(), "taken", b"old").unwrap();
+        let mut b = Batch::default();
+        b.provide(Blank::create(d.path()).expect("ext4 and tmpfs have unnamed files"));
+        b.provide(Blank::create(other.path()).unwrap());
+        b.put(d.path(), "new", b"one".to_vec());
+        b.put(d.path(), "taken", b"two".to_vec());
+        // Made ahead and unused: gone with the batch, nothing named.
+        drop(Blank::create(d.path()).unwrap());
+        b.commit().unwrap();
+        assert_eq!(fs::read(d.path().join("new")).unwrap(), b"one");
+        assert_eq!(fs::read(d.path().join("taken")).unwrap(), b"two");
+        let mut names: Vec<String> =
+            fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, vec!["new".to_string(), "taken".to_string()], "no temp file left");
+        assert_eq!(fs::read_dir(other.path()).unwrap().count(), 0);
+        let mode = fs::metadata(d.path().join("new")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }

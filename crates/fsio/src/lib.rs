@@ -1,6 +1,7 @@
-//! Crash-safe files, shared by every podnet state writer: atomic batches (temp, fsync, rename,
-//! one fsync per directory), CRC-checked records, a quarantine for corrupt files, a store lock
-//! with a bounded wait, and an append-only log of CRC-framed records.
+//! Crash-safe files, shared by every podnet state writer: atomic batches (unnamed file, fsync,
+//! name, one fsync per directory), CRC-checked records, a quarantine for corrupt files, a store
+//! lock with a bounded wait, a lock per key in one file, and an append-only log of CRC-framed
+//! records.
 //!
 //! Nothing here knows about IPAM or CNI: errors are [`FsError`], which callers map to their own.
 
@@ -12,7 +13,7 @@ mod record;
 
 pub use batch::{
     atomic_write, atomic_write_mode, ensure_dir, list, list_locked, quarantine, remove, sync_dir, write_hint, Batch,
-    Published, STATE_FILE_MODE, TEMP_PREFIX,
+    Blank, Published, STATE_FILE_MODE, TEMP_PREFIX,
 };
 pub use error::FsError;
 pub use lock::{KeyLock, StoreLock, LOCK_WAIT};

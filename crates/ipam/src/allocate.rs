@@ -76,12 +76,25 @@ impl Ipam {
             // A repeated ADD for the same attachment gets what it already holds.
             let mut allocations = mine.iter().map(|e| guard.read(e)).collect::<Result<Vec<_>, _>>()?;
             allocations.sort_by_key(|a| !a.address.addr().is_ipv4());
-            return Ok(Pending { ipam: self, guard: Some(guard), allocations, existing: true, claims: Vec::new() });
+            return Ok(Pending {
+                ipam: self,
+                guard: Some(guard),
+                allocations,
+                existing: true,
+                claims: Vec::new(),
+                blanks: Vec::new(),
+            });
         }
         let mut used: HashSet<IpAddr> = entries.iter().map(|e| e.ip).collect();
         // Built first so that an error below drops it and gives back claims already made.
-        let mut pending =
-            Pending { ipam: self, guard: None, allocations: Vec::new(), existing: false, claims: Vec::new() };
+        let mut pending = Pending {
+            ipam: self,
+            guard: None,
+            allocations: Vec::new(),
+            existing: false,
+            claims: Vec::new(),
+            blanks: Vec::new(),
+        };
         for v4 in [true, false] {
             let family: Vec<&dyn PoolSource> = sources.iter().copied().filter(|s| s.pool().is_v4() == v4).collect();
             if family.is_empty() {

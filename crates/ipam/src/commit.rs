@@ -5,7 +5,7 @@ use crate::error::IpamError;
 use crate::model::{Allocation, Claim};
 use crate::node::NodeGuard;
 use crate::Ipam;
-use podnet_fsio::Batch;
+use podnet_fsio::{Batch, Blank};
 
 /// What [`Ipam::allocate`] hands back.
 #[derive(Debug, Clone)]
@@ -26,6 +26,8 @@ pub struct Pending<'a> {
     /// Claims made in the cluster store for these addresses (pools that allow borrowing): given
     /// back if the addresses are never published.
     pub(crate) claims: Vec<Claim>,
+    /// Files made ahead for the address records (see [`Pending::provide`]).
+    pub(crate) blanks: Vec<Blank>,
 }
 
 impl Drop for Pending<'_> {
@@ -52,6 +54,12 @@ impl<'a> Pending<'a> {
         self.publish()?.finish()
     }
 
+    /// A file made ahead in [`Ipam::address_dir`] (on another thread, while the addresses were
+    /// picked) for an address record to use instead of creating its own.
+    pub fn provide(&mut self, blank: Blank) {
+        self.blanks.push(blank);
+    }
+
     /// First half of [`Pending::commit`]: the address files are written, fsynced and renamed into
     /// place, so every other process sees the addresses as taken (a kill -9 from here on cannot free
     /// an address a pod already carries). Only the directory fsync is left for [`Published::finish`]:
@@ -60,6 +68,9 @@ impl<'a> Pending<'a> {
     pub fn publish(mut self) -> Result<Published<'a>, IpamError> {
         let guard = self.guard.take().expect("a pending allocation holds the lock");
         let mut batch = Batch::default();
+        for blank in self.blanks.drain(..) {
+            batch.provide(blank);
+        }
         if !self.existing {
             // On failure `self` drops and gives the claims back.
             guard.stage_allocations(&self.allocations, &mut batch)?;

@@ -71,7 +71,7 @@ impl NodeStore {
     pub fn exists(&self) -> bool {
         self.dir.join("lock").exists()
     }
-    fn addrs_dir(&self) -> PathBuf {
+    pub(crate) fn addrs_dir(&self) -> PathBuf {
         self.dir.join("addrs")
     }
     fn blocks_dir(&self) -> PathBuf {

@@ -101,6 +101,11 @@ impl Ipam {
     }
 
     /// Whether this network was ever used on this node.
+    /// Where this node's address records are written (see [`crate::Pending::provide`]).
+    pub fn address_dir(&self) -> std::path::PathBuf {
+        self.node.addrs_dir()
+    }
+
     pub fn node_store_exists(&self) -> bool {
         self.node.exists()
     }

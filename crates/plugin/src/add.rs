@@ -14,6 +14,7 @@ use podnet_dataplane::{
     endpoint, host_veth_name, pod_mac, DataplaneError, Endpoint, EndpointSpec, Mode, NetNs, NetNsError, Netlink,
     PodAddress,
 };
+use podnet_fsio::Blank;
 use podnet_ipam::Handle;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -346,6 +347,10 @@ impl AddPipeline<'_> {
                 side.record = Some(record);
             }
             IpamBackend::InProcess(ipam) => {
+                // The record's file is made on a thread of its own while the addresses are picked
+                // (see podnet_fsio::Blank: creating an inode can cost more than the fsync).
+                let dir = ipam.address_dir();
+                let blank = std::thread::spawn(move || Blank::create(&dir));
                 let mut pending = match ipam.reserve(h, &pod_info(self.env)) {
                     Ok(p) => p,
                     Err(e) => {
@@ -360,6 +365,9 @@ impl AddPipeline<'_> {
                     side.result = Err(IpamStop::Aborted);
                     return side;
                 };
+                if let Ok(Some(b)) = blank.join() {
+                    pending.provide(b);
+                }
                 let list: Vec<PodAddress> =
                     pending.allocations.iter().map(|a| PodAddress { address: a.address, gateway: a.gateway }).collect();
                 let record = make_record(mtu, &list);
