@@ -1,5 +1,4 @@
-//! Atomic writes: an unnamed file (or a temp file), fsync, then its name (link or rename), then one
-//! fsync per directory touched.
+//! Atomic writes: temp file, fsync, rename, then one fsync per directory touched.
 
 use crate::FsError;
 use std::fs::{self, File, OpenOptions};
@@ -41,9 +40,9 @@ pub fn atomic_write_mode(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Res
     batch.commit()
 }
 
-/// Changes made durable together: each new file goes write, fsync, name (see [`Blank`]); removals
-/// unlink; then each distinct directory is fsynced once (so a dual-stack ADD's two address files
-/// share one directory fsync). [`Batch::publish`] and [`Published::sync`] split the two steps for callers
+/// Changes made durable together: each new file goes write, fsync, rename (its temp file may be a
+/// [`Blank`] made ahead); removals unlink; then each distinct directory is fsynced once (so a
+/// dual-stack ADD's two address files share one directory fsync). [`Batch::publish`] and [`Published::sync`] split the two steps for callers
 /// that overlap work. Puts are all or nothing: a failed write or rename undoes the others.
 #[derive(Default)]
 pub struct Batch {
@@ -52,60 +51,36 @@ pub struct Batch {
     blanks: Vec<Blank>,
 }
 
-/// A file made before its content is known: an unnamed inode in `dir` (`O_TMPFILE`) that gets its
-/// name only once written and fsynced, so a crash before that leaves nothing behind. Creating the
-/// inode is the costly part of a small write on ext4 without a journal (each new inode first scans
-/// past those deleted in the last minutes: 0.2 to 1.2 ms measured), so a caller can make one on
-/// another thread while it decides what to write. Unnamed, its fsync has no new directory entry to
-/// sync as well.
+/// A file made before its content is known: an unnamed inode in `dir` (`O_TMPFILE`, so nothing is
+/// left behind if the caller never uses it). Creating the inode is the costly part of a small write
+/// on ext4 without a journal (each new inode first scans past those deleted in the last minutes:
+/// 0.2 to 1.2 ms measured), so a caller can make one on another thread, outside any lock, while it
+/// decides what to write. Once written it is linked under the put's temp name and goes on as any
+/// temp file (fsync, rename, directory fsync): it has its link before its fsync, so the fsync makes
+/// the link count durable too.
 pub struct Blank {
     dir: PathBuf,
     file: File,
 }
 
 impl Blank {
-    /// None where the filesystem has no unnamed files (or `dir` is missing): writes then go
-    /// through a named temp file.
+    /// None where the filesystem has no unnamed files (or `dir` is missing): the put then makes
+    /// its own temp file.
     pub fn create(dir: &Path) -> Option<Blank> {
         let file = OpenOptions::new().write(true).custom_flags(libc::O_TMPFILE).mode(STATE_FILE_MODE).open(dir).ok()?;
         Some(Blank { dir: dir.to_path_buf(), file })
     }
 
-    /// Give the written, fsynced file the name `dir/name`. A name already taken is replaced
-    /// atomically (linked under a temp name, then renamed over it).
-    fn link(&self, name: &str, temp: &Path) -> std::io::Result<()> {
+    /// Name the written file `temp` (a stale file of that name, left by a dead writer, goes).
+    fn link_as(self, temp: &Path) -> std::io::Result<File> {
         use nix::fcntl::{AtFlags, AT_FDCWD};
-        let link = |to: &Path| {
-            // The fd itself needs CAP_DAC_READ_SEARCH; its /proc path works for everyone else.
-            nix::unistd::linkat(&self.file, "", AT_FDCWD, to, AtFlags::AT_EMPTY_PATH).or_else(|_| {
-                let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&self.file));
-                nix::unistd::linkat(AT_FDCWD, proc.as_str(), AT_FDCWD, to, AtFlags::AT_SYMLINK_FOLLOW)
-            })
-        };
-        match link(&self.dir.join(name)) {
-            Ok(()) => Ok(()),
-            Err(nix::errno::Errno::EEXIST) => {
-                let _ = fs::remove_file(temp);
-                link(temp)?;
-                fs::rename(temp, self.dir.join(name))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-}
-
-/// Where a put's bytes wait for their name.
-enum Staged {
-    Temp(File),
-    Blank(Blank),
-}
-
-impl Staged {
-    fn file(&self) -> &File {
-        match self {
-            Staged::Temp(f) => f,
-            Staged::Blank(b) => &b.file,
-        }
+        let _ = fs::remove_file(temp);
+        // Linking by the fd needs CAP_DAC_READ_SEARCH; by its /proc path, only write access.
+        nix::unistd::linkat(&self.file, "", AT_FDCWD, temp, AtFlags::AT_EMPTY_PATH).or_else(|_| {
+            let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&self.file));
+            nix::unistd::linkat(AT_FDCWD, proc.as_str(), AT_FDCWD, temp, AtFlags::AT_SYMLINK_FOLLOW)
+        })?;
+        Ok(self.file)
     }
 }
 
@@ -123,7 +98,7 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.files.is_empty() && self.removals.is_empty()
     }
-    /// Let a put into `blank`'s directory use it instead of making its own file.
+    /// Let a put into `blank`'s directory use it as its temp file instead of creating one.
     pub fn provide(&mut self, blank: Blank) {
         self.blanks.push(blank);
     }
@@ -142,39 +117,37 @@ impl Batch {
                 let _ = fs::remove_file(if i < renamed { dir.join(name) } else { temp(dir, name) });
             }
         };
-        let mut staged = Vec::with_capacity(self.files.len());
+        let mut handles = Vec::with_capacity(self.files.len());
         for (i, (dir, name, bytes, mode)) in self.files.iter().enumerate() {
-            // A blank made ahead for this directory, else one made now, else a named temp file.
-            let blank = match self.blanks.iter().position(|b| b.dir == *dir) {
-                Some(k) => Some(self.blanks.swap_remove(k)),
-                None => Blank::create(dir),
-            };
-            let opened = match blank {
-                Some(b) => Ok(Staged::Blank(b)),
+            let blank = self.blanks.iter().position(|b| b.dir == *dir).map(|k| self.blanks.swap_remove(k));
+            let written = match blank {
+                // Made ahead: written unnamed, then named like a temp file.
+                Some(b) => b.file.set_permissions(fs::Permissions::from_mode(*mode)).and_then(|_| {
+                    (&b.file).write_all(bytes)?;
+                    b.link_as(&temp(dir, name))
+                }),
                 None => OpenOptions::new()
                     .write(true)
                     .create(true)
                     .truncate(true)
                     .mode(*mode)
                     .open(temp(dir, name))
-                    .map(Staged::Temp),
+                    .and_then(|mut f| {
+                        // The exact mode, whatever the umask.
+                        f.set_permissions(fs::Permissions::from_mode(*mode))?;
+                        f.write_all(bytes).map(|_| f)
+                    }),
             };
-            // The exact mode, whatever the umask.
-            let written = opened.and_then(|st| {
-                let mut f = st.file();
-                f.set_permissions(fs::Permissions::from_mode(*mode))?;
-                f.write_all(bytes).map(|_| st)
-            });
             match written {
-                Ok(st) => staged.push(st),
+                Ok(f) => handles.push(f),
                 Err(e) => {
                     cleanup(&self.files, i + 1, 0);
                     return Err(FsError::io(format!("writing {}", dir.join(name).display()), e));
                 }
             }
         }
-        for (i, st) in staged.iter().enumerate() {
-            if let Err(e) = st.file().sync_all() {
+        for (i, f) in handles.iter().enumerate() {
+            if let Err(e) = f.sync_all() {
                 cleanup(&self.files, self.files.len(), 0);
                 let (dir, name, _, _) = &self.files[i];
                 return Err(FsError::io(format!("syncing {}", dir.join(name).display()), e));
@@ -183,12 +156,8 @@ impl Batch {
         if !self.files.is_empty() {
             podnet_fault::crash_point("store-after-write");
         }
-        for (i, ((dir, name, _, _), st)) in self.files.iter().zip(&staged).enumerate() {
-            let named = match st {
-                Staged::Temp(_) => fs::rename(temp(dir, name), dir.join(name)),
-                Staged::Blank(b) => b.link(name, &temp(dir, name)),
-            };
-            if let Err(e) = named {
+        for (i, (dir, name, _, _)) in self.files.iter().enumerate() {
+            if let Err(e) = fs::rename(temp(dir, name), dir.join(name)) {
                 cleanup(&self.files, self.files.len(), i);
                 return Err(FsError::io(format!("renaming into {}", dir.join(name).display()), e));
             }
@@ -326,7 +295,7 @@ mod tests {
     }
 
     #[test]
-    fn blanks_are_named_only_when_written_and_replace_like_renames() {
+    fn a_blank_made_ahead_becomes_the_put_and_an_unused_one_leaves_nothing() {
         let d = tempfile::tempdir().unwrap();
         let other = tempfile::tempdir().unwrap();
         atomic_write(d.path(), "taken", b"old").unwrap();
@@ -335,7 +304,6 @@ mod tests {
         b.provide(Blank::create(other.path()).unwrap());
         b.put(d.path(), "new", b"one".to_vec());
         b.put(d.path(), "taken", b"two".to_vec());
-        // Made ahead and unused: gone with the batch, nothing named.
         drop(Blank::create(d.path()).unwrap());
         b.commit().unwrap();
         assert_eq!(fs::read(d.path().join("new")).unwrap(), b"one");
@@ -344,8 +312,9 @@ mod tests {
             fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
         assert_eq!(names, vec!["new".to_string(), "taken".to_string()], "no temp file left");
-        assert_eq!(fs::read_dir(other.path()).unwrap().count(), 0);
-        let mode = fs::metadata(d.path().join("new")).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        assert_eq!(fs::read_dir(other.path()).unwrap().count(), 0, "the unused blank is gone");
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(d.path().join("new")).unwrap();
+        assert_eq!((meta.permissions().mode() & 0o777, meta.nlink()), (0o600, 1));
     }
 }

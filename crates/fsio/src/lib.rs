@@ -1,7 +1,7 @@
-//! Crash-safe files, shared by every podnet state writer: atomic batches (unnamed file, fsync,
-//! name, one fsync per directory), CRC-checked records, a quarantine for corrupt files, a store
-//! lock with a bounded wait, a lock per key in one file, and an append-only log of CRC-framed
-//! records.
+//! Crash-safe files, shared by every podnet state writer: atomic batches (temp file, made ahead
+//! if wanted; fsync, rename, one fsync per directory), CRC-checked records, a quarantine for
+//! corrupt files, a store lock with a bounded wait, a lock per key in one file, and an
+//! append-only log of CRC-framed records.
 //!
 //! Nothing here knows about IPAM or CNI: errors are [`FsError`], which callers map to their own.
 
