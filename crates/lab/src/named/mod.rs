@@ -501,6 +501,13 @@ pub fn down(name: &str) -> Result<DownReport, LabError> {
         std::fs::remove_dir_all(&dir).map_err(io_err(&format!("removing {}", dir.display())))?;
         report.files = true;
     }
+    // The last lab down leaves no empty /run/podnet/lab behind (another lab's files keep it).
+    let root = Path::new(ROOT);
+    if std::fs::remove_dir(root).is_ok() {
+        if let Some(parent) = root.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
     Ok(report)
 }
 
