@@ -112,8 +112,8 @@ impl Batch {
     /// renames and unlinks until [`Published::sync`] has fsynced their directories.
     pub fn publish(mut self) -> Result<Published, FsError> {
         let temp = |dir: &Path, name: &str| dir.join(format!("{TEMP_PREFIX}{}-{name}", std::process::id()));
-        let cleanup = |files: &[(PathBuf, String, Vec<u8>, u32)], upto: usize, renamed: usize| {
-            for (i, (dir, name, _, _)) in files.iter().enumerate().take(upto) {
+        let cleanup = |upto: usize, renamed: usize| {
+            for (i, (dir, name, _, _)) in self.files.iter().enumerate().take(upto) {
                 let _ = fs::remove_file(if i < renamed { dir.join(name) } else { temp(dir, name) });
             }
         };
@@ -141,14 +141,14 @@ impl Batch {
             match written {
                 Ok(f) => handles.push(f),
                 Err(e) => {
-                    cleanup(&self.files, i + 1, 0);
+                    cleanup(i + 1, 0);
                     return Err(FsError::io(format!("writing {}", dir.join(name).display()), e));
                 }
             }
         }
         for (i, f) in handles.iter().enumerate() {
             if let Err(e) = f.sync_all() {
-                cleanup(&self.files, self.files.len(), 0);
+                cleanup(self.files.len(), 0);
                 let (dir, name, _, _) = &self.files[i];
                 return Err(FsError::io(format!("syncing {}", dir.join(name).display()), e));
             }
@@ -158,7 +158,7 @@ impl Batch {
         }
         for (i, (dir, name, _, _)) in self.files.iter().enumerate() {
             if let Err(e) = fs::rename(temp(dir, name), dir.join(name)) {
-                cleanup(&self.files, self.files.len(), i);
+                cleanup(self.files.len(), i);
                 return Err(FsError::io(format!("renaming into {}", dir.join(name).display()), e));
             }
         }

@@ -18,33 +18,25 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(20);
 
 impl StoreLock {
     pub fn acquire(path: &Path, wait: Duration) -> Result<StoreLock, FsError> {
-        let open = || OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path);
-        let mut file = open().map_err(|e| FsError::io(format!("opening lock {}", path.display()), e))?;
-        let deadline = Instant::now() + wait;
-        // Polled with backoff rather than a blocking flock so the wait is bounded (lesson of
-        // azure-container-networking #2817: an unbounded store lock fails whole bursts of pods).
-        let mut pause = Duration::from_micros(50);
-        loop {
-            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        let mut file = Some(open_lock(path)?);
+        poll(path, wait, || loop {
+            match Flock::lock(file.take().expect("a file to lock"), FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => {
                     // A removable lock's holder may have unlinked it after we opened it: then we
                     // hold a lock nobody else sees. Only the file the path names counts.
                     if still_named(&lock, path) {
-                        return Ok(StoreLock { _held: lock, path: path.to_path_buf() });
+                        return Ok(Some(StoreLock { _held: lock, path: path.to_path_buf() }));
                     }
                     drop(lock);
-                    file = open().map_err(|e| FsError::io(format!("opening lock {}", path.display()), e))?;
-                    continue;
+                    file = Some(open_lock(path)?);
                 }
-                Err((f, Errno::EWOULDBLOCK)) | Err((f, Errno::EINTR)) => file = f,
+                Err((f, Errno::EWOULDBLOCK)) | Err((f, Errno::EINTR)) => {
+                    file = Some(f);
+                    return Ok(None);
+                }
                 Err((_, e)) => return Err(FsError::io(format!("locking {}", path.display()), e.into())),
             }
-            if Instant::now() >= deadline {
-                return Err(FsError::Busy { path: path.to_path_buf(), waited: wait });
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(5));
-        }
+        })
     }
 
     /// Remove the lock file, still holding the lock (a lock that goes with what it guards, such
@@ -71,14 +63,7 @@ pub struct KeyLock {
 
 impl KeyLock {
     pub fn acquire(path: &Path, key: &str, wait: Duration) -> Result<KeyLock, FsError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| FsError::io(format!("opening lock {}", path.display()), e))?;
+        let file = open_lock(path)?;
         // crc32 is fixed forever (unlike std's hasher), so every podnet build agrees on the byte.
         let byte = libc::flock {
             l_type: libc::F_WRLCK as libc::c_short,
@@ -87,21 +72,42 @@ impl KeyLock {
             l_len: 1,
             l_pid: 0,
         };
-        let deadline = Instant::now() + wait;
-        // Polled with backoff, as StoreLock is, so the wait is bounded.
-        let mut pause = Duration::from_micros(50);
-        loop {
-            match nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_OFD_SETLK(&byte)) {
-                Ok(_) => return Ok(KeyLock { _file: file }),
-                Err(Errno::EAGAIN) | Err(Errno::EACCES) | Err(Errno::EINTR) => {}
-                Err(e) => return Err(FsError::io(format!("locking {key} in {}", path.display()), e.into())),
-            }
-            if Instant::now() >= deadline {
-                return Err(FsError::Busy { path: path.to_path_buf(), waited: wait });
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(5));
+        poll(path, wait, || match nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_OFD_SETLK(&byte)) {
+            Ok(_) => Ok(Some(())),
+            Err(Errno::EAGAIN) | Err(Errno::EACCES) | Err(Errno::EINTR) => Ok(None),
+            Err(e) => Err(FsError::io(format!("locking {key} in {}", path.display()), e.into())),
+        })?;
+        Ok(KeyLock { _file: file })
+    }
+}
+
+/// Open (making it if need be) a lock file; its content never matters.
+fn open_lock(path: &Path) -> Result<File, FsError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| FsError::io(format!("opening lock {}", path.display()), e))
+}
+
+/// Try `attempt` until it takes the lock (`Some`) or `wait` has passed, pausing with backoff in
+/// between. Polled rather than a blocking lock so the wait is bounded (lesson of
+/// azure-container-networking #2817: an unbounded store lock fails whole bursts of pods).
+fn poll<T>(path: &Path, wait: Duration, mut attempt: impl FnMut() -> Result<Option<T>, FsError>) -> Result<T, FsError> {
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_micros(50);
+    loop {
+        if let Some(held) = attempt()? {
+            return Ok(held);
         }
+        if Instant::now() >= deadline {
+            return Err(FsError::Busy { path: path.to_path_buf(), waited: wait });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
 
