@@ -100,12 +100,12 @@ impl Ipam {
         (s.pool().source == crate::Source::Vnet).then(|| crate::source::vnet::load(s.pool(), self.node.dir())).flatten()
     }
 
-    /// Whether this network was ever used on this node.
     /// Where this node's address records are written (see [`crate::Pending::provide`]).
     pub fn address_dir(&self) -> std::path::PathBuf {
         self.node.addrs_dir()
     }
 
+    /// Whether this network was ever used on this node.
     pub fn node_store_exists(&self) -> bool {
         self.node.exists()
     }

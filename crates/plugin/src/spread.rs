@@ -33,11 +33,16 @@ pub(crate) fn anywhere() {
 
 /// The CPUs the process may use (the main thread's set, which ADD never narrows).
 fn allowed() -> Option<libc::cpu_set_t> {
-    // SAFETY: an all-zero cpu_set_t is valid; the kernel fills it for the process's main thread.
+    // SAFETY: getpid has no preconditions.
+    affinity(unsafe { libc::getpid() })
+}
+
+/// The CPUs thread `tid` may run on (0: the calling thread).
+fn affinity(tid: libc::pid_t) -> Option<libc::cpu_set_t> {
+    // SAFETY: an all-zero cpu_set_t is valid; the kernel fills it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let pid = libc::getpid();
-        (libc::sched_getaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0).then_some(set)
+        (libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0).then_some(set)
     }
 }
 
@@ -46,12 +51,7 @@ mod tests {
     use super::*;
 
     fn affinity_of_calling_thread() -> Vec<usize> {
-        // SAFETY: as in `allowed`, for the calling thread (pid 0).
-        let set = unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
-            set
-        };
+        let set = affinity(0).expect("sched_getaffinity");
         // SAFETY: `set` is initialised.
         (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
     }
