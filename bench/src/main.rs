@@ -5,6 +5,7 @@
 //! (ADD+DEL cycles per second with W parallel workers), peak RSS of one plugin process, and a leak
 //! check (veths and IPAM records left). Medians over rounds are printed as a Markdown table.
 
+use podnet_bench::{median, percentile};
 use podnet_lab::{link, Etcd, Invocation, Netns};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -164,19 +165,6 @@ fn call(node: &Path, bin: &Path, command: &str, cid: &str, pod: Option<&Path>, c
         out.read_to_string(&mut stdout).ok();
     }
     Call { ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, elapsed, max_rss_kib: ru.ru_maxrss, stdout }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx]
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    percentile(&v, 0.5)
 }
 
 #[derive(Default, Clone)]

@@ -4,6 +4,7 @@
 //! against `podnetctl version` (the process start alone); peak RSS of a query.
 
 use podnet_audit::{AuditEvent, EventKind};
+use podnet_bench::median;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
@@ -11,11 +12,6 @@ use std::time::{Duration, Instant, SystemTime};
 fn die(msg: &str) -> ! {
     eprintln!("podnet-audit-bench: {msg}");
     std::process::exit(2)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Run to the end: (wall ms, stdout, peak RSS KiB of that process alone, from wait4).

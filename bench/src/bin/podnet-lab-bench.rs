@@ -2,6 +2,7 @@
 //! (namespaces, store, agents, pod ADDs, route convergence, as `up -o json` reports them), and
 //! `lab down` wall time; `--rounds` rounds per store, the median reported.
 
+use podnet_bench::median;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,11 +11,6 @@ use std::time::{Duration, Instant};
 fn die(msg: &str) -> ! {
     eprintln!("podnet-lab-bench: {msg}");
     std::process::exit(2)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 struct Round {

@@ -7,6 +7,7 @@
 //!   requests the agents make per lease, memory per agent.
 //! - idle: podnetd's CPU and RSS with 100 remote blocks, doing nothing for `--idle-seconds`.
 
+use podnet_bench::percentile;
 use podnet_ipam::store::{ClusterStore, Deadline, LeaseAttempt};
 use podnet_ipam::{IpamConfig, NodeRecord, Pool};
 use podnet_lab::{Cluster, ClusterSpec, Etcd, Netns, StoreKind};
@@ -56,10 +57,6 @@ fn lease(store: &dyn ClusterStore, pool: &Pool, node: &str, n: u128) {
         LeaseAttempt::Leased(_) => {}
         other => die(&format!("block {block} was not leased: {other:?}")),
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// A two-node cluster with podnetd on node-2 only.
