@@ -20,7 +20,7 @@ const ADD_POINTS: &[&str] = &[
     "add-after-address",
     "add-after-routes",
 ];
-const DEL_POINTS: &[&str] = &["del-after-teardown", "store-after-unlink", "del-after-release"];
+const DEL_POINTS: &[&str] = &["del-after-teardown", "store-after-link", "store-after-unlink", "del-after-release"];
 /// Four /28 blocks of 13 pods on a bridge.
 const CAPACITY: usize = 52;
 

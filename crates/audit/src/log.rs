@@ -6,9 +6,9 @@
 //! derived, rebuilt from the segments whenever it is missing or behind.
 
 use crate::event::{AuditEvent, EventKind};
-use crate::journal::Pending;
+use crate::journal::{self, Pending};
 use podnet_fsio::{RecordLog, SyncPolicy};
-use podnet_ipam::{Ipam, IpamError};
+use podnet_ipam::{Allocation, Ipam, IpamError};
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::IpAddr;
@@ -301,10 +301,20 @@ pub fn collect(ipam: &Ipam) -> Result<CollectReport, IpamError> {
             continue;
         }
         let Ok(text) = std::fs::read(&path) else { continue };
-        let p: Pending = serde_json::from_slice(&text).map_err(|e| IpamError::Corrupt {
-            path: path.clone(),
-            why: format!("a pending release does not decode: {e}"),
-        })?;
+        let p: Pending = match journal::parse_kept(&name) {
+            // The address's record itself, kept at its release (a record that no longer reads
+            // back still tells the release from its name).
+            Some((time, entry)) => {
+                let record = podnet_fsio::decode_record::<Allocation>(&path, &text)
+                    .ok()
+                    .filter(|a| a.address.addr() == entry.ip && a.handle == entry.handle);
+                journal::release_of(time, &ipam.config().node, ipam.network(), entry.ip, &entry.handle, record.as_ref())
+            }
+            None => serde_json::from_slice(&text).map_err(|e| IpamError::Corrupt {
+                path: path.clone(),
+                why: format!("a pending release does not decode: {e}"),
+            })?,
+        };
         pendings.push((name, p));
     }
     // Only these attachments can need an event now: what the log says of others is not read into

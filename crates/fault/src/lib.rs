@@ -6,7 +6,9 @@
 //! Points: `add-after-reserve`, `add-after-record`, `add-after-veth`, `add-after-address`,
 //! `add-after-routes`, `del-after-teardown`, `del-after-release`, and in every store write
 //! `store-after-write` (temp file written and fsynced, not renamed), `store-after-rename`
-//! (renamed, directory not fsynced) and `store-after-unlink` (removed, directory not fsynced).
+//! (renamed, directory not fsynced), `store-after-link` (a removed file to keep linked under its
+//! new name, that directory fsynced, the old name not yet removed) and `store-after-unlink`
+//! (removed, directory not fsynced).
 
 /// Die here if the test asked for it (debug builds only).
 #[inline(always)]

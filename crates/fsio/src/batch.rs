@@ -1,4 +1,5 @@
-//! Atomic writes: temp file, fsync, rename, then one fsync per directory touched.
+//! Atomic writes: temp file, fsync, rename, then one fsync per directory touched; removals, and
+//! files kept elsewhere as they are removed.
 
 use crate::FsError;
 use std::fs::{self, File, OpenOptions};
@@ -41,13 +42,16 @@ pub fn atomic_write_mode(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Res
 }
 
 /// Changes made durable together: each new file goes write, fsync, rename (its temp file may be a
-/// [`Blank`] made ahead); removals unlink; then each distinct directory is fsynced once (so a
+/// [`Blank`] made ahead); a removed file to keep elsewhere is linked there, that directory fsynced;
+/// removals unlink; then each distinct directory is fsynced once (so a
 /// dual-stack ADD's two address files share one directory fsync). [`Batch::publish`] and [`Published::sync`] split the two steps for callers
 /// that overlap work. Puts are all or nothing: a failed write or rename undoes the others.
 #[derive(Default)]
 pub struct Batch {
     files: Vec<(PathBuf, String, Vec<u8>, u32)>,
     removals: Vec<(PathBuf, String)>,
+    /// Removed files kept under another name: (removal's index, directory, name).
+    keeps: Vec<(usize, PathBuf, String)>,
     blanks: Vec<Blank>,
 }
 
@@ -95,6 +99,15 @@ impl Batch {
     pub fn remove(&mut self, dir: &Path, name: &str) {
         self.removals.push((dir.to_path_buf(), name.to_string()));
     }
+    /// Keep the file this batch removes as `dir/name` under the name `into/as_name` too: a hard
+    /// link, made and its directory fsynced before the removal, so a crash or power cut leaves
+    /// the file under at least one of its names (a file moved with no copy, no new inode, no
+    /// fsync of its own). False if the batch removes no such file.
+    pub fn keep_removed(&mut self, dir: &Path, name: &str, into: &Path, as_name: &str) -> bool {
+        let Some(i) = self.removals.iter().position(|(d, n)| d == dir && n == name) else { return false };
+        self.keeps.push((i, into.to_path_buf(), as_name.to_string()));
+        true
+    }
     pub fn is_empty(&self) -> bool {
         self.files.is_empty() && self.removals.is_empty()
     }
@@ -107,7 +120,8 @@ impl Batch {
         self.publish()?.sync()
     }
 
-    /// Write, fsync and rename every file, then unlink the removals: each change is then visible
+    /// Write, fsync and rename every file, link the removed files to keep (fsyncing their
+    /// directories), then unlink the removals: each change is then visible
     /// to every process (a kill -9 from here on cannot undo it), but a power cut may still undo
     /// renames and unlinks until [`Published::sync`] has fsynced their directories.
     pub fn publish(mut self) -> Result<Published, FsError> {
@@ -165,14 +179,41 @@ impl Batch {
         if !self.files.is_empty() {
             podnet_fault::crash_point("store-after-rename");
         }
+        let mut kept: Vec<&PathBuf> = Vec::new();
+        for (i, into, as_name) in &self.keeps {
+            let (dir, name) = &self.removals[*i];
+            match fs::hard_link(dir.join(name), into.join(as_name)) {
+                Ok(()) => {
+                    if !kept.contains(&into) {
+                        kept.push(into);
+                    }
+                }
+                // Gone already: nothing to keep (removals are idempotent too).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    let what = format!("linking {} as {}", dir.join(name).display(), into.join(as_name).display());
+                    return Err(FsError::io(what, e));
+                }
+            }
+        }
+        for d in &kept {
+            sync_dir(d)?;
+        }
+        if !kept.is_empty() {
+            podnet_fault::crash_point("store-after-link");
+        }
         for (dir, name) in &self.removals {
             remove(dir, name)?;
         }
         if !self.removals.is_empty() {
             podnet_fault::crash_point("store-after-unlink");
         }
+        // Directories of kept links were fsynced above, after every rename into them (again if
+        // a removal was made in one since).
+        let kept: Vec<PathBuf> = kept.into_iter().cloned().collect();
         let mut dirs: Vec<PathBuf> = Vec::new();
-        for d in self.files.into_iter().map(|(d, _, _, _)| d).chain(self.removals.into_iter().map(|(d, _)| d)) {
+        let files = self.files.into_iter().map(|(d, _, _, _)| d).filter(|d| !kept.contains(d));
+        for d in files.chain(self.removals.into_iter().map(|(d, _)| d)) {
             if !dirs.contains(&d) {
                 dirs.push(d);
             }
@@ -182,6 +223,7 @@ impl Batch {
 }
 
 /// Changes in place whose directories still need an fsync.
+#[derive(Default)]
 pub struct Published {
     dirs: Vec<PathBuf>,
 }
@@ -316,5 +358,26 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let meta = fs::metadata(d.path().join("new")).unwrap();
         assert_eq!((meta.permissions().mode() & 0o777, meta.nlink()), (0o600, 1));
+    }
+
+    #[test]
+    fn a_removed_file_kept_elsewhere_moves_whole_and_a_missing_one_is_no_error() {
+        let d = tempfile::tempdir().unwrap();
+        let (from, into) = (d.path().join("from"), d.path().join("into"));
+        ensure_dir(&from).unwrap();
+        ensure_dir(&into).unwrap();
+        atomic_write(&from, "record", b"x").unwrap();
+        let mut b = Batch::default();
+        b.remove(&from, "record");
+        b.remove(&from, "never-there");
+        assert!(b.keep_removed(&from, "record", &into, "kept"));
+        assert!(b.keep_removed(&from, "never-there", &into, "nothing"));
+        assert!(!b.keep_removed(&from, "not-removed", &into, "x"), "only a file the batch removes");
+        b.commit().unwrap();
+        assert!(list(&from).unwrap().is_empty());
+        assert_eq!(list(&into).unwrap(), vec!["kept".to_string()]);
+        assert_eq!(fs::read(into.join("kept")).unwrap(), b"x");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(into.join("kept")).unwrap().nlink(), 1);
     }
 }

@@ -353,7 +353,7 @@ impl journal::Journal for Recording {
     fn record(&self, change: &journal::Change<'_>, batch: &mut podnet_fsio::Batch) -> Result<(), IpamError> {
         let line = match change {
             journal::Change::Allocated(a) => format!("allocated {} {}", a.address.addr(), a.handle.key()),
-            journal::Change::Released { ip, handle, record, cause } => {
+            journal::Change::Released { ip, handle, record, cause, .. } => {
                 format!("released {ip} {} {cause:?} record={}", handle.key(), record.is_some())
             }
         };

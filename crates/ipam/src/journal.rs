@@ -8,6 +8,7 @@ use crate::error::IpamError;
 use crate::model::{Allocation, Handle};
 use podnet_fsio::Batch;
 use std::net::IpAddr;
+use std::path::Path;
 
 /// Why addresses were released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,10 @@ pub enum Change<'a> {
         /// The address's record, when the journal asked for records ([`Journal::wants_records`])
         /// and it reads back.
         record: Option<&'a Allocation>,
+        /// Where the record lies until the batch removes it (not for a record already moved
+        /// aside): a journal may keep the file itself ([`Batch::keep_removed`]) instead of
+        /// reading it and writing a copy.
+        file: Option<(&'a Path, &'a str)>,
         cause: ReleaseCause,
     },
 }

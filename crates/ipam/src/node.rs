@@ -13,8 +13,8 @@ use crate::journal::{Change, Journal, NoJournal, ReleaseCause};
 use crate::model::{Allocation, BlockLease, Handle};
 use ipnet::IpNet;
 use podnet_fsio::{
-    atomic_write, encode_record, ensure_dir, list, list_locked, read_record, remove, sync_dir, Batch, StoreLock,
-    LOCK_WAIT,
+    atomic_write, encode_record, ensure_dir, list, list_locked, read_record, remove, sync_dir, Batch, Published,
+    StoreLock, LOCK_WAIT,
 };
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -223,18 +223,26 @@ impl NodeGuard<'_> {
 
     /// Release addresses: remove their files, telling the journal, with one directory fsync.
     pub fn release(&self, entries: &[AddrEntry], cause: ReleaseCause) -> Result<(), IpamError> {
+        Ok(self.release_unsynced(entries, cause)?.sync()?)
+    }
+
+    /// [`NodeGuard::release`] up to the removals' directory fsync, which the caller makes (after
+    /// the lock, to keep it short: a pod that takes a freed address meanwhile fsyncs the same
+    /// directory, the removal with it). What the journal kept is durable already.
+    pub fn release_unsynced(&self, entries: &[AddrEntry], cause: ReleaseCause) -> Result<Published, IpamError> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(Published::default());
         }
         let mut batch = Batch::default();
+        let dir = self.addrs_dir();
         for e in entries {
             let record = if self.journal.wants_records() { self.read(e).ok() } else { None };
-            batch.remove(&self.addrs_dir(), &e.file);
-            let change = Change::Released { ip: e.ip, handle: &e.handle, record: record.as_ref(), cause };
+            batch.remove(&dir, &e.file);
+            let file = Some((dir.as_path(), e.file.as_str()));
+            let change = Change::Released { ip: e.ip, handle: &e.handle, record: record.as_ref(), file, cause };
             self.journal.record(&change, &mut batch)?;
         }
-        batch.commit()?;
-        Ok(())
+        Ok(batch.publish()?)
     }
 
     /// Rebuild's release of an address whose record is corrupt: the file goes into `quarantine`
@@ -242,8 +250,13 @@ impl NodeGuard<'_> {
     pub fn quarantine_freed(&self, entry: &AddrEntry, quarantine: &Path) -> Result<(), IpamError> {
         podnet_fsio::quarantine(&self.addrs_dir(), &entry.file, quarantine, false)?;
         let mut batch = Batch::default();
-        let change =
-            Change::Released { ip: entry.ip, handle: &entry.handle, record: None, cause: ReleaseCause::Rebuild };
+        let change = Change::Released {
+            ip: entry.ip,
+            handle: &entry.handle,
+            record: None,
+            file: None,
+            cause: ReleaseCause::Rebuild,
+        };
         self.journal.record(&change, &mut batch)?;
         Ok(batch.commit()?)
     }

@@ -41,7 +41,7 @@ impl Ipam {
         // unreadable one keeps its claim for GC.
         let records: Vec<Allocation> =
             if self.may_claim() { mine.iter().filter_map(|e| guard.read(e).ok()).collect() } else { Vec::new() };
-        guard.release(&mine, cause)?;
+        let removed = guard.release_unsynced(&mine, cause)?;
         let mut claims = Vec::new();
         if !mine.is_empty() {
             let now = unix_now();
@@ -55,6 +55,7 @@ impl Ipam {
             }
         }
         drop(guard);
+        removed.sync()?;
         // The address is free on this node already; its claim goes after, outside the lock. If
         // the cluster store is down the claim stays (DEL still succeeds) and only blocks the
         // address until GC gives it back.
