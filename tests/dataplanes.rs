@@ -114,6 +114,35 @@ fn mtu_and_hairpin_are_applied() {
 }
 
 #[test]
+fn without_an_mtu_key_pods_get_the_default_route_s_link_s_mtu_however_the_node_routes() {
+    let mtu_of_a_pod = |node: &Node, cid: &str| {
+        let pod = Netns::new(cid);
+        node.add(cid, &pod, &node.podnet_conf(json!({}))).must();
+        let link = pod.exec(&["ip", "link", "show", "eth0"]);
+        link.split_whitespace().skip_while(|w| *w != "mtu").nth(1).unwrap().to_string()
+    };
+    // A route of its own covers the address the lookup probes (a documentation range): the
+    // default route is then found in the listing of routes.
+    let node = Node::new();
+    node.ns.exec(&["ip", "link", "set", "up0", "mtu", "1450"]);
+    node.ns.exec(&["ip", "link", "add", "name", "side0", "mtu", "1300", "type", "veth", "peer", "name", "side0p"]);
+    node.ns.exec(&["ip", "link", "set", "side0", "up"]);
+    node.ns.exec(&["ip", "route", "add", "203.0.113.0/24", "dev", "side0"]);
+    assert_eq!(mtu_of_a_pod(&node, "m1"), "1450");
+    // Only an IPv6 default route: its link's.
+    let node = Node::new();
+    node.ns.exec(&["ip", "link", "set", "up0", "mtu", "1420"]);
+    node.ns.exec(&["ip", "route", "del", "default"]);
+    node.ns.exec(&["ip", "-6", "route", "add", "default", "dev", "up0"]);
+    assert_eq!(mtu_of_a_pod(&node, "m2"), "1420");
+    // No default route at all: 1500.
+    let node = Node::new();
+    node.ns.exec(&["ip", "link", "set", "up0", "mtu", "1400"]);
+    node.ns.exec(&["ip", "route", "del", "default"]);
+    assert_eq!(mtu_of_a_pod(&node, "m3"), "1500");
+}
+
+#[test]
 fn check_reports_a_missing_route_and_a_missing_veth() {
     for dataplane in ["bridge", "routed"] {
         let node = Node::new();

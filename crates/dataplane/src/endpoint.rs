@@ -5,6 +5,7 @@
 
 use crate::netlink::{format_mac, Link, Netlink, NlError, VethSpec};
 use crate::netns::{NetNs, NetNsError};
+use crate::routes::DefaultRoute;
 use crate::sysctl;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
@@ -148,17 +149,20 @@ pub fn bridge_mac(name: &str) -> [u8; 6] {
 /// The MTU pods get when the conflist sets none. On a node that encapsulates (podnetd made
 /// `podnet.vxlan`), the device's MTU: the uplink's less VXLAN's headers, so a pod's full-size
 /// packet fits once encapsulated. Else the uplink's: the link of the default route, else 1500.
-/// Lookups by name and index and one route dump: a dump of every link would grow with the
-/// node's pods (a veth each).
+/// Lookups by name and index and one route lookup per family: a dump of every link, or of
+/// every route, would grow with the node's pods (a veth each; a route each when routed).
 pub fn pod_mtu(nl: &mut Netlink) -> Result<u32> {
     if let Some(vxlan) = nl.link_by_name(crate::vxlan::VXLAN_DEVICE)? {
         return Ok(vxlan.mtu);
     }
     for v4 in [true, false] {
-        if let Some(oif) = nl.routes(v4)?.into_iter().find(|r| r.dst.prefix_len() == 0).and_then(|r| r.oif) {
-            if let Some(l) = nl.link_by_index(oif)? {
-                return Ok(l.mtu);
-            }
+        let oif = match nl.default_route(v4)? {
+            DefaultRoute::Via(oif) => Some(oif),
+            DefaultRoute::Absent => None,
+            DefaultRoute::Unknown => nl.routes(v4)?.into_iter().find(|r| r.dst.prefix_len() == 0).and_then(|r| r.oif),
+        };
+        if let Some(l) = oif.map(|oif| nl.link_by_index(oif)).transpose()?.flatten() {
+            return Ok(l.mtu);
         }
     }
     Ok(1500)

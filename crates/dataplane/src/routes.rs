@@ -1,6 +1,7 @@
 //! Routes the node agent owns: one per remote block (via a next hop, or onlink through the VXLAN
 //! device) and a blackhole per own block. They carry podnet's route protocol number, which is how
-//! podnetd tells them from every other route: it changes only routes that carry it.
+//! podnetd tells them from every other route: it changes only routes that carry it. And the
+//! node's default route, which gives pods their MTU.
 
 use crate::netlink::{family, ip_of, route_addr, Netlink, NlError, NlResult};
 use ipnet::IpNet;
@@ -9,7 +10,7 @@ use netlink_packet_route::route::{
     RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// podnet's route protocol number (`ip route show proto 201`).
 pub const PODNET_ROUTE_PROTOCOL: u8 = 201;
@@ -44,6 +45,23 @@ pub struct TableRoute {
     /// A unicast route (not a blackhole, local, broadcast, ... one).
     pub unicast: bool,
 }
+
+/// What a lookup of the default route found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultRoute {
+    /// The main table's default route leaves by this link.
+    Via(u32),
+    /// The family has no route off the node.
+    Absent,
+    /// The lookup matched another route (one covering the probe, another table's, a multipath
+    /// or unreachable one): only a listing of the routes can tell.
+    Unknown,
+}
+
+/// Addresses off every network (documentation ranges): a lookup of one matches the default
+/// route, when the node has one and no route of its own covers them (then see [`DefaultRoute::Unknown`]).
+const PROBE_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const PROBE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 
 fn protocol_number(p: RouteProtocol) -> u8 {
     u8::from(p)
@@ -100,6 +118,49 @@ impl Netlink {
             });
         }
         Ok(out)
+    }
+
+    /// The default route of one family, by one route lookup (the route itself: RTM_F_FIB_MATCH)
+    /// instead of a listing of every route, which grows with the node's pods.
+    pub fn default_route(&mut self, v4: bool) -> NlResult<DefaultRoute> {
+        let probe = if v4 { IpAddr::V4(PROBE_V4) } else { IpAddr::V6(PROBE_V6) };
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family(probe);
+        msg.header.destination_prefix_length = if v4 { 32 } else { 128 };
+        msg.header.flags = RouteFlags::FibMatch;
+        msg.attributes.push(RouteAttribute::Destination(route_addr(probe)));
+        let op = || format!("looking up the route to {probe}");
+        let reply = match self.request(op, RouteNetlinkMessage::GetRoute(msg), 0) {
+            Ok(replies) => replies.into_iter().next(),
+            // No route matches at all: there is no default route.
+            Err(e) if e.errno == libc::ENETUNREACH => return Ok(DefaultRoute::Absent),
+            // A matching route that sends nowhere (unreachable, prohibit, blackhole) may be a
+            // specific one in front of a default route.
+            Err(_) => return Ok(DefaultRoute::Unknown),
+        };
+        let Some(RouteNetlinkMessage::NewRoute(rt)) = reply else { return Ok(DefaultRoute::Unknown) };
+        let table = rt
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::Table(t) => Some(*t),
+                _ => None,
+            })
+            .unwrap_or(rt.header.table as u32);
+        let oif = rt.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        });
+        Ok(match oif {
+            Some(oif)
+                if rt.header.destination_prefix_length == 0
+                    && table == RouteHeader::RT_TABLE_MAIN as u32
+                    && rt.header.kind == RouteType::Unicast =>
+            {
+                DefaultRoute::Via(oif)
+            }
+            _ => DefaultRoute::Unknown,
+        })
     }
 
     /// Add `route`, or replace the route to its destination in one request (no moment without
