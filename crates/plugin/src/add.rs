@@ -347,10 +347,12 @@ impl AddPipeline<'_> {
                 side.record = Some(record);
             }
             IpamBackend::InProcess(ipam) => {
-                // The record's file is made on a thread of its own while the addresses are picked
-                // (see podnet_fsio::Blank: creating an inode can cost more than the fsync).
+                // The record's file is made on a thread of its own, on the other CPU, while the
+                // addresses are picked (see podnet_fsio::Blank: creating an inode can cost more
+                // than the fsync).
                 let dir = ipam.address_dir();
                 let blank = std::thread::spawn(move || Blank::create(&dir));
+                crate::spread::off_this_cpu(&blank);
                 let mut pending = match ipam.reserve(h, &pod_info(self.env)) {
                     Ok(p) => p,
                     Err(e) => {
@@ -365,9 +367,11 @@ impl AddPipeline<'_> {
                     side.result = Err(IpamStop::Aborted);
                     return side;
                 };
+                let mtu_wait_us = self.started.elapsed().as_micros() as u64;
                 if let Ok(Some(b)) = blank.join() {
                     pending.provide(b);
                 }
+                let blank_us = self.started.elapsed().as_micros() as u64;
                 let list: Vec<PodAddress> =
                     pending.allocations.iter().map(|a| PodAddress { address: a.address, gateway: a.gateway }).collect();
                 let record = make_record(mtu, &list);
@@ -396,6 +400,8 @@ impl AddPipeline<'_> {
                 tracing::debug!(
                     cluster_requests = ipam.cluster_requests(),
                     reserved_us,
+                    mtu_wait_us,
+                    blank_us,
                     published_us,
                     ipam_us = self.started.elapsed().as_micros() as u64,
                     "ADD: addresses committed and endpoint recorded (cluster store round trips: 0 inside the node's blocks)"
