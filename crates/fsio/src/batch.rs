@@ -102,7 +102,8 @@ impl Batch {
     /// Keep the file this batch removes as `dir/name` under the name `into/as_name` too: a hard
     /// link, made and its directory fsynced before the removal, so a crash or power cut leaves
     /// the file under at least one of its names (a file moved with no copy, no new inode, no
-    /// fsync of its own). False if the batch removes no such file.
+    /// fsync of its own; a copy where `into` is on another filesystem). False if the batch
+    /// removes no such file.
     pub fn keep_removed(&mut self, dir: &Path, name: &str, into: &Path, as_name: &str) -> bool {
         let Some(i) = self.removals.iter().position(|(d, n)| d == dir && n == name) else { return false };
         self.keeps.push((i, into.to_path_buf(), as_name.to_string()));
@@ -190,6 +191,17 @@ impl Batch {
                 }
                 // Gone already: nothing to keep (removals are idempotent too).
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Another filesystem (a mount between the two), or one without hard links: a copy.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EPERM | libc::EOPNOTSUPP)) => {
+                    match fs::read(dir.join(name)) {
+                        Ok(bytes) => atomic_write(into, as_name, &bytes)?,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(FsError::io(format!("reading {}", dir.join(name).display()), e)),
+                    }
+                    if !kept.contains(&into) {
+                        kept.push(into);
+                    }
+                }
                 Err(e) => {
                     let what = format!("linking {} as {}", dir.join(name).display(), into.join(as_name).display());
                     return Err(FsError::io(what, e));
@@ -379,5 +391,23 @@ mod tests {
         assert_eq!(fs::read(into.join("kept")).unwrap(), b"x");
         use std::os::unix::fs::MetadataExt;
         assert_eq!(fs::metadata(into.join("kept")).unwrap().nlink(), 1);
+    }
+
+    #[test]
+    fn a_removed_file_kept_on_another_filesystem_is_copied() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        // tmpfs, where there is one; skipped where it is the same filesystem.
+        let Ok(other) = tempfile::tempdir_in("/dev/shm") else { return };
+        if fs::metadata(d.path()).unwrap().dev() == fs::metadata(other.path()).unwrap().dev() {
+            return;
+        }
+        atomic_write(d.path(), "record", b"x").unwrap();
+        let mut b = Batch::default();
+        b.remove(d.path(), "record");
+        assert!(b.keep_removed(d.path(), "record", other.path(), "kept"));
+        b.commit().unwrap();
+        assert!(list(d.path()).unwrap().is_empty());
+        assert_eq!(fs::read(other.path().join("kept")).unwrap(), b"x");
     }
 }
