@@ -63,6 +63,20 @@ pub enum DefaultRoute {
 const PROBE_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 const PROBE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 
+/// Whether the kernel says `rt` is the main table's (the header's table field only holds ids
+/// below 256; the attribute, when present, is the whole id).
+fn in_main_table(rt: &RouteMessage) -> bool {
+    let table = rt
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(rt.header.table as u32);
+    table == RouteHeader::RT_TABLE_MAIN as u32
+}
+
 fn protocol_number(p: RouteProtocol) -> u8 {
     u8::from(p)
 }
@@ -76,15 +90,7 @@ impl Netlink {
         let mut out = Vec::new();
         for m in replies {
             let RouteNetlinkMessage::NewRoute(rt) = m else { continue };
-            let table = rt
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    RouteAttribute::Table(t) => Some(*t),
-                    _ => None,
-                })
-                .unwrap_or(rt.header.table as u32);
-            if table != RouteHeader::RT_TABLE_MAIN as u32 {
+            if !in_main_table(&rt) {
                 continue;
             }
             let mut dst_ip = if v4 { IpAddr::from([0u8; 4]) } else { IpAddr::from([0u16; 8]) };
@@ -139,14 +145,6 @@ impl Netlink {
             Err(_) => return Ok(DefaultRoute::Unknown),
         };
         let Some(RouteNetlinkMessage::NewRoute(rt)) = reply else { return Ok(DefaultRoute::Unknown) };
-        let table = rt
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                RouteAttribute::Table(t) => Some(*t),
-                _ => None,
-            })
-            .unwrap_or(rt.header.table as u32);
         let oif = rt.attributes.iter().find_map(|a| match a {
             RouteAttribute::Oif(i) => Some(*i),
             _ => None,
@@ -154,7 +152,7 @@ impl Netlink {
         Ok(match oif {
             Some(oif)
                 if rt.header.destination_prefix_length == 0
-                    && table == RouteHeader::RT_TABLE_MAIN as u32
+                    && in_main_table(&rt)
                     && rt.header.kind == RouteType::Unicast =>
             {
                 DefaultRoute::Via(oif)
