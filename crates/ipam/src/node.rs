@@ -221,7 +221,8 @@ impl NodeGuard<'_> {
         Ok(())
     }
 
-    /// Release addresses: remove their files, telling the journal, with one directory fsync.
+    /// Release addresses: remove their files, telling the journal (what it keeps of them is
+    /// durable before they go), with one directory fsync for the removals.
     pub fn release(&self, entries: &[AddrEntry], cause: ReleaseCause) -> Result<(), IpamError> {
         Ok(self.release_unsynced(entries, cause)?.sync()?)
     }
