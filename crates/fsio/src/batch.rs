@@ -42,10 +42,11 @@ pub fn atomic_write_mode(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Res
 }
 
 /// Changes made durable together: each new file goes write, fsync, rename (its temp file may be a
-/// [`Blank`] made ahead); a removed file to keep elsewhere is linked there, that directory fsynced;
-/// removals unlink; then each distinct directory is fsynced once (so a
-/// dual-stack ADD's two address files share one directory fsync). [`Batch::publish`] and [`Published::sync`] split the two steps for callers
-/// that overlap work. Puts are all or nothing: a failed write or rename undoes the others.
+/// [`Blank`] made ahead); a removed file to keep elsewhere is linked there, that directory
+/// fsynced; removals unlink; then each distinct directory is fsynced once (so a dual-stack ADD's
+/// two address files share one directory fsync). [`Batch::publish`] and [`Published::sync`] split
+/// the two steps for callers that overlap work. Puts are all or nothing: a failed write or rename
+/// undoes the others.
 #[derive(Default)]
 pub struct Batch {
     files: Vec<(PathBuf, String, Vec<u8>, u32)>,
@@ -122,9 +123,9 @@ impl Batch {
     }
 
     /// Write, fsync and rename every file, link the removed files to keep (fsyncing their
-    /// directories), then unlink the removals: each change is then visible
-    /// to every process (a kill -9 from here on cannot undo it), but a power cut may still undo
-    /// renames and unlinks until [`Published::sync`] has fsynced their directories.
+    /// directories), then unlink the removals: each change is then visible to every process (a
+    /// kill -9 from here on cannot undo it), but a power cut may still undo renames and unlinks
+    /// until [`Published::sync`] has fsynced their directories.
     pub fn publish(mut self) -> Result<Published, FsError> {
         let temp = |dir: &Path, name: &str| dir.join(format!("{TEMP_PREFIX}{}-{name}", std::process::id()));
         let cleanup = |upto: usize, renamed: usize| {
@@ -183,29 +184,28 @@ impl Batch {
         let mut kept: Vec<&PathBuf> = Vec::new();
         for (i, into, as_name) in &self.keeps {
             let (dir, name) = &self.removals[*i];
-            match fs::hard_link(dir.join(name), into.join(as_name)) {
-                Ok(()) => {
-                    if !kept.contains(&into) {
-                        kept.push(into);
-                    }
-                }
+            let linked = match fs::hard_link(dir.join(name), into.join(as_name)) {
+                Ok(()) => true,
                 // Gone already: nothing to keep (removals are idempotent too).
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
                 // Another filesystem (a mount between the two), or one without hard links: a copy.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EPERM | libc::EOPNOTSUPP)) => {
                     match fs::read(dir.join(name)) {
-                        Ok(bytes) => atomic_write(into, as_name, &bytes)?,
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Ok(bytes) => {
+                            atomic_write(into, as_name, &bytes)?;
+                            true
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
                         Err(e) => return Err(FsError::io(format!("reading {}", dir.join(name).display()), e)),
-                    }
-                    if !kept.contains(&into) {
-                        kept.push(into);
                     }
                 }
                 Err(e) => {
                     let what = format!("linking {} as {}", dir.join(name).display(), into.join(as_name).display());
                     return Err(FsError::io(what, e));
                 }
+            };
+            if linked && !kept.contains(&into) {
+                kept.push(into);
             }
         }
         for d in &kept {

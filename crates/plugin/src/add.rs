@@ -168,7 +168,7 @@ impl KernelJob {
             },
         };
         let _ = mtu_tx.send(mtu);
-        let mtu_us = self.started.elapsed().as_micros() as u64;
+        let mtu_us = micros_since(self.started);
         // Nothing is made before the attachment is ours.
         if locked.recv().is_err() {
             return failed(KernelFailure::NotOpened);
@@ -187,13 +187,13 @@ impl KernelJob {
             Err(e) => return KernelSide { created: false, result: Err(KernelFailure::Dataplane(e)) },
         };
         podnet_fault::crash_point("add-after-veth");
-        let links_us = self.started.elapsed().as_micros() as u64;
+        let links_us = micros_since(self.started);
         let Ok(addresses) = picked.recv() else {
             return KernelSide { created: true, result: Err(KernelFailure::IpamFailed) };
         };
         let spec = EndpointSpec { addresses, ..spec };
         let result = endpoint::configure(&mut nl, &spec, links)
-            .map(|ep| (ep, [mtu_us, links_us, self.started.elapsed().as_micros() as u64]))
+            .map(|ep| (ep, [mtu_us, links_us, micros_since(self.started)]))
             .map_err(KernelFailure::Dataplane);
         KernelSide { created: true, result }
     }
@@ -253,7 +253,7 @@ impl AddPipeline<'_> {
                 }
                 tracing::debug!(mtu_us, links_us, configured_us, "ADD: MTU known, veth pair built, pod configured");
                 tracing::info!(container = %h.container_id, ifname = %h.ifname, ips = ?record.ips,
-                    elapsed_us = self.started.elapsed().as_micros() as u64, "ADD");
+                    elapsed_us = micros_since(self.started), "ADD");
                 Ok((record, ep, opened))
             }
             (_, Err(IpamStop::Failed(e))) => {
@@ -360,18 +360,18 @@ impl AddPipeline<'_> {
                         return side;
                     }
                 };
-                let reserved_us = self.started.elapsed().as_micros() as u64;
+                let reserved_us = micros_since(self.started);
                 // Picked under the lock; nothing is written until the kernel side has the pod's
                 // namespace and the MTU (a bad namespace drops `pending`: nothing to undo).
                 let Ok(mtu) = mtu.recv() else {
                     side.result = Err(IpamStop::Aborted);
                     return side;
                 };
-                let mtu_wait_us = self.started.elapsed().as_micros() as u64;
+                let mtu_wait_us = micros_since(self.started);
                 if let Ok(Some(b)) = blank.join() {
                     pending.provide(b);
                 }
-                let blank_us = self.started.elapsed().as_micros() as u64;
+                let blank_us = micros_since(self.started);
                 let list: Vec<PodAddress> =
                     pending.allocations.iter().map(|a| PodAddress { address: a.address, gateway: a.gateway }).collect();
                 let record = make_record(mtu, &list);
@@ -390,7 +390,7 @@ impl AddPipeline<'_> {
                 // carry them (configuring it earlier would let a kill -9 free an address a pod
                 // already has). Only the directory fsync still overlaps the kernel work; the ADD
                 // succeeds only if it succeeds too.
-                let published_us = self.started.elapsed().as_micros() as u64;
+                let published_us = micros_since(self.started);
                 if !published.existing {
                     rollback.push(Undo::Release { handle: h.clone(), exec: false });
                 }
@@ -403,7 +403,7 @@ impl AddPipeline<'_> {
                     mtu_wait_us,
                     blank_us,
                     published_us,
-                    ipam_us = self.started.elapsed().as_micros() as u64,
+                    ipam_us = micros_since(self.started),
                     "ADD: addresses committed and endpoint recorded (cluster store round trips: 0 inside the node's blocks)"
                 );
                 side.result = finished.map(|_| ()).map_err(|e| IpamStop::Failed(e.into()));
@@ -412,6 +412,11 @@ impl AddPipeline<'_> {
         }
         side
     }
+}
+
+/// Microseconds since `started` (the ADD's debug timings).
+fn micros_since(started: Instant) -> u64 {
+    started.elapsed().as_micros() as u64
 }
 
 fn netlink() -> Result<Netlink, CniError> {
