@@ -150,7 +150,6 @@ impl KernelJob {
         locked: mpsc::Receiver<()>,
         picked: mpsc::Receiver<Vec<PodAddress>>,
     ) -> KernelSide {
-        crate::spread::anywhere();
         let failed = |f: KernelFailure| KernelSide { created: false, result: Err(f) };
         let netns = match NetNs::open_pod(&self.netns_path) {
             Ok(ns) => ns,
@@ -219,8 +218,7 @@ impl AddPipeline<'_> {
             handle: self.handle.clone(),
             started: self.started,
         };
-        let kernel = std::thread::spawn(move || job.run(mtu_tx, locked_rx, picked_rx));
-        crate::spread::off_this_cpu(&kernel);
+        let kernel = crate::spread::spawn_elsewhere(move || job.run(mtu_tx, locked_rx, picked_rx));
         let opened = open();
         let ipam = match &opened {
             Ok(o) => {
@@ -347,12 +345,10 @@ impl AddPipeline<'_> {
                 side.record = Some(record);
             }
             IpamBackend::InProcess(ipam) => {
-                // The record's file is made on a thread of its own, on the other CPU, while the
-                // addresses are picked (see podnet_fsio::Blank: creating an inode can cost more
-                // than the fsync).
+                // The record's file is made on a thread of its own while the addresses are picked
+                // (see podnet_fsio::Blank: creating an inode can cost more than the fsync).
                 let dir = ipam.address_dir();
                 let blank = std::thread::spawn(move || Blank::create(&dir));
-                crate::spread::off_this_cpu(&blank);
                 let mut pending = match ipam.reserve(h, &pod_info(self.env)) {
                     Ok(p) => p,
                     Err(e) => {
