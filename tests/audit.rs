@@ -175,9 +175,13 @@ fn one_query_answers_for_every_node_and_shipping_survives_an_etcd_outage() {
     let (p1, p2, p3) = (Netns::new("a1"), Netns::new("a2"), Netns::new("a3"));
     c.nodes[0].add_pod("n1-pod", &p1).unwrap();
     c.nodes[1].add_pod("n2-pod", &p2).unwrap();
+    // Each node ships its own events on its own poll, so node-1 may answer for both before
+    // node-2 can: wait for both.
     let seen = ClusterNode::wait_until(std::time::Duration::from_secs(20), || {
         let h = history(&c.nodes[0]);
-        count(&h, "n2-pod", false) == 1 && count(&h, "n1-pod", false) == 1
+        count(&h, "n2-pod", false) == 1
+            && count(&h, "n1-pod", false) == 1
+            && count(&history(&c.nodes[1]), "n1-pod", false) == 1
     });
     assert!(seen, "node-1 answers for node-2: {:?}", history(&c.nodes[0]));
     assert_eq!(count(&history(&c.nodes[1]), "n1-pod", false), 1, "and node-2 for node-1");
