@@ -77,6 +77,39 @@ fn in_main_table(rt: &RouteMessage) -> bool {
     table == RouteHeader::RT_TABLE_MAIN as u32
 }
 
+/// One route message as a [`TableRoute`] (None if its destination does not parse).
+fn table_route(rt: &RouteMessage, v4: bool) -> Option<TableRoute> {
+    let mut dst_ip = if v4 { IpAddr::from([0u8; 4]) } else { IpAddr::from([0u16; 8]) };
+    let (mut gateway, mut oif, mut prefsrc) = (None, None, None);
+    for a in &rt.attributes {
+        match a {
+            RouteAttribute::Destination(d) => dst_ip = ip_of(d).unwrap_or(dst_ip),
+            RouteAttribute::Gateway(g) => gateway = ip_of(g),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::PrefSource(s) => prefsrc = ip_of(s),
+            _ => {}
+        }
+    }
+    let dst = IpNet::new(dst_ip, rt.header.destination_prefix_length).ok()?;
+    let route = match (rt.header.kind, gateway, oif) {
+        (RouteType::BlackHole, _, _) => Some(OwnedRoute { dst, target: RouteTarget::Blackhole }),
+        (RouteType::Unicast, Some(gateway), Some(oif)) => Some(OwnedRoute {
+            dst,
+            target: RouteTarget::Via { gateway, oif, onlink: rt.header.flags.contains(RouteFlags::Onlink) },
+        }),
+        _ => None,
+    };
+    Some(TableRoute {
+        dst,
+        protocol: protocol_number(rt.header.protocol),
+        route,
+        prefsrc,
+        gateway,
+        oif,
+        unicast: rt.header.kind == RouteType::Unicast,
+    })
+}
+
 fn protocol_number(p: RouteProtocol) -> u8 {
     u8::from(p)
 }
@@ -93,35 +126,7 @@ impl Netlink {
             if !in_main_table(&rt) {
                 continue;
             }
-            let mut dst_ip = if v4 { IpAddr::from([0u8; 4]) } else { IpAddr::from([0u16; 8]) };
-            let (mut gateway, mut oif, mut prefsrc) = (None, None, None);
-            for a in &rt.attributes {
-                match a {
-                    RouteAttribute::Destination(d) => dst_ip = ip_of(d).unwrap_or(dst_ip),
-                    RouteAttribute::Gateway(g) => gateway = ip_of(g),
-                    RouteAttribute::Oif(i) => oif = Some(*i),
-                    RouteAttribute::PrefSource(s) => prefsrc = ip_of(s),
-                    _ => {}
-                }
-            }
-            let Ok(dst) = IpNet::new(dst_ip, rt.header.destination_prefix_length) else { continue };
-            let route = match (rt.header.kind, gateway, oif) {
-                (RouteType::BlackHole, _, _) => Some(OwnedRoute { dst, target: RouteTarget::Blackhole }),
-                (RouteType::Unicast, Some(gateway), Some(oif)) => Some(OwnedRoute {
-                    dst,
-                    target: RouteTarget::Via { gateway, oif, onlink: rt.header.flags.contains(RouteFlags::Onlink) },
-                }),
-                _ => None,
-            };
-            out.push(TableRoute {
-                dst,
-                protocol: protocol_number(rt.header.protocol),
-                route,
-                prefsrc,
-                gateway,
-                oif,
-                unicast: rt.header.kind == RouteType::Unicast,
-            });
+            out.extend(table_route(&rt, v4));
         }
         Ok(out)
     }
@@ -145,15 +150,9 @@ impl Netlink {
             Err(_) => return Ok(DefaultRoute::Unknown),
         };
         let Some(RouteNetlinkMessage::NewRoute(rt)) = reply else { return Ok(DefaultRoute::Unknown) };
-        let oif = rt.attributes.iter().find_map(|a| match a {
-            RouteAttribute::Oif(i) => Some(*i),
-            _ => None,
-        });
-        Ok(match oif {
-            Some(oif)
-                if rt.header.destination_prefix_length == 0
-                    && in_main_table(&rt)
-                    && rt.header.kind == RouteType::Unicast =>
+        Ok(match table_route(&rt, v4) {
+            Some(TableRoute { dst, oif: Some(oif), unicast: true, .. })
+                if dst.prefix_len() == 0 && in_main_table(&rt) =>
             {
                 DefaultRoute::Via(oif)
             }
