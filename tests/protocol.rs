@@ -114,3 +114,55 @@ fn inspect_lists_endpoints_as_table_and_json() {
     assert!(text.starts_with("CONTAINER"), "{text}");
     assert!(text.contains("inspect-me") && text.contains(&result_ip(&r)), "{text}");
 }
+
+/// The plugins skip Rust's runtime start-up (src/bin/podnet.rs); what a plugin needs of it
+/// still holds. A runtime that stops reading gets an exit code, not a plugin killed by SIGPIPE;
+/// a plugin started with stdout closed never writes its answer into a file it opened itself.
+#[test]
+fn plugins_keep_their_answer_out_of_their_files_and_outlive_a_reader_that_left() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use std::process::{Command, Stdio};
+    let node = Node::new();
+    let node_ns = std::fs::File::open(node.ns.path()).unwrap();
+    for bin in [PODNET, PODNET_IPAM] {
+        let mut cmd = Command::new(bin);
+        enter_on_exec(&mut cmd, node_ns.as_raw_fd());
+        cmd.env_clear().env("CNI_COMMAND", "VERSION").stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut child = cmd.stderr(Stdio::null()).spawn().unwrap();
+        drop(child.stdout.take());
+        child.stdin.take().unwrap().write_all(br#"{"cniVersion":"1.0.0"}"#).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), None, "{bin} was killed when the runtime stopped reading: {status}");
+    }
+
+    // An ADD that fails (no such pod namespace) answers with error JSON; stdout is closed, so the
+    // first file the plugin opens (its log) would take fd 1 and the answer with it.
+    let conf = node.podnet_conf(json!({}));
+    let log = node.dir.path().join("podnet.log");
+    let mut cmd = Command::new(PODNET);
+    enter_on_exec(&mut cmd, node_ns.as_raw_fd());
+    cmd.env_clear()
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "closed-stdout")
+        .env("CNI_NETNS", node.dir.path().join("no-such-netns"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/nonexistent")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: close is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::close(1);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(&serde_json::to_vec(&conf).unwrap()).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "the ADD must fail with its error answer: {status}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("no-such-netns"), "the failure is logged:\n{logged}");
+    assert!(!logged.contains(r#""code":"#), "the error JSON went into the log file:\n{logged}");
+}

@@ -1,4 +1,9 @@
 //! podnet's IPAM as a standalone CNI IPAM plugin, for other plugins to exec.
-fn main() {
-    std::process::exit(podnet_cni::skel::run(&podnet_plugin::ipam_cni::IpamPlugin));
+//! Built `no_main` like the `podnet` plugin (see src/bin/podnet.rs).
+#![no_main]
+
+#[no_mangle]
+pub extern "C" fn main(_argc: std::ffi::c_int, _argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
+    podnet_cni::skel::prepare_process();
+    podnet_cni::skel::run(&podnet_plugin::ipam_cni::IpamPlugin)
 }

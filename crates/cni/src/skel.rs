@@ -22,6 +22,29 @@ pub trait Plugin {
     fn on_error(&self, _command: Option<Command>, _err: &CniError) {}
 }
 
+/// What Rust's runtime start-up does that a plugin needs, for plugin binaries built `no_main`
+/// (they skip that start-up: it costs a share of every ADD). Call it first.
+/// - stdin, stdout and stderr are open: one the runtime left closed gets /dev/null, or the first
+///   file or socket the plugin opens would take its number and receive the result;
+/// - SIGPIPE is ignored: a runtime that stops reading makes the write fail, not kill the plugin
+///   halfway through.
+pub fn prepare_process() {
+    let mut std_fds = [0, 1, 2].map(|fd| libc::pollfd { fd, events: 0, revents: 0 });
+    // SAFETY: poll reads and writes only the three pollfds it is given; open and signal take a
+    // valid C string and a valid handler.
+    unsafe {
+        if libc::poll(std_fds.as_mut_ptr(), 3, 0) >= 0 {
+            for p in &std_fds {
+                if p.revents & libc::POLLNVAL != 0 {
+                    // The lowest free number: this one, as the lower ones are open by now.
+                    libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                }
+            }
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
 /// Run one invocation against the real process environment and stdio; returns the exit code.
 /// A panic (a bug) still answers with CNI error JSON rather than a bare abort.
 pub fn run<P: Plugin>(plugin: &P) -> i32 {
