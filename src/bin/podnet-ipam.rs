@@ -1,7 +1,9 @@
 //! podnet's IPAM as a standalone CNI IPAM plugin, for other plugins to exec.
 //! Built `no_main` like the `podnet` plugin (see src/bin/podnet.rs).
-#![no_main]
+// A test build keeps libtest's own main.
+#![cfg_attr(not(test), no_main)]
 
+#[cfg(not(test))]
 #[no_mangle]
 pub extern "C" fn main(_argc: std::ffi::c_int, _argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
     podnet_cni::skel::prepare_process();
