@@ -39,7 +39,8 @@ impl std::error::Error for NetNsError {}
 
 /// The calling thread's network namespace, as the namespace of a socket made here (SIOCGSKNS)
 /// rather than by /proc/thread-self: each ADD and CHECK looks it up, and /proc lookups make the
-/// process /proc entries of its own that it dismantles again at exit (~0.05 ms per plugin call).
+/// process /proc entries of its own that it dismantles again when the thread and the process end
+/// (measured: ADD p50 0.87 to 0.92 of the /proc lookup's).
 fn own_netns() -> std::io::Result<File> {
     use std::os::fd::FromRawFd;
     // SAFETY: socket and ioctl take no pointers; a non-negative result is a new fd we then own.
