@@ -6,6 +6,5 @@
 #[cfg(not(test))]
 #[no_mangle]
 pub extern "C" fn main(_argc: std::ffi::c_int, _argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
-    podnet_cni::skel::prepare_process();
     podnet_cni::skel::run(&podnet_plugin::ipam_cni::IpamPlugin)
 }

@@ -22,13 +22,13 @@ pub trait Plugin {
     fn on_error(&self, _command: Option<Command>, _err: &CniError) {}
 }
 
-/// What Rust's runtime start-up does that a plugin needs, for plugin binaries built `no_main`
-/// (they skip that start-up: it costs a share of every ADD). Call it first.
+/// What Rust's runtime start-up does that a plugin needs: the plugin binaries are built `no_main`
+/// (that start-up costs a share of every ADD), so [`run`] does this first.
 /// - stdin, stdout and stderr are open: one the runtime left closed gets /dev/null, or the first
 ///   file or socket the plugin opens would take its number and receive the result;
 /// - SIGPIPE is ignored: a runtime that stops reading makes the write fail, not kill the plugin
 ///   halfway through.
-pub fn prepare_process() {
+fn prepare_process() {
     let mut std_fds = [0, 1, 2].map(|fd| libc::pollfd { fd, events: 0, revents: 0 });
     // SAFETY: poll reads and writes only the three pollfds it is given; open and signal take a
     // valid C string and a valid handler.
@@ -46,8 +46,10 @@ pub fn prepare_process() {
 }
 
 /// Run one invocation against the real process environment and stdio; returns the exit code.
-/// A panic (a bug) still answers with CNI error JSON rather than a bare abort.
+/// A panic (a bug) still answers with CNI error JSON rather than a bare abort. The plugin
+/// binaries' whole `main` (built `no_main`: see `prepare_process`).
 pub fn run<P: Plugin>(plugin: &P) -> i32 {
+    prepare_process();
     static PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     std::panic::set_hook(Box::new(|info| {
         // One error document per invocation, whichever thread panics first.
